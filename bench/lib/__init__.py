@@ -1,0 +1,3 @@
+"""Helpers for bench/run_proxy_bench.py: config rendering, processes, wrk, reporting."""
+
+__all__: list[str] = []

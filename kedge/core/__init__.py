@@ -1,0 +1,1 @@
+"""Shared by the edge, the dialer and winch: errors, HTTP messages, codecs, networking."""

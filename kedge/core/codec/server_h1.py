@@ -1,0 +1,695 @@
+"""HTTP/1.1 server connection: llhttp (httptools) parsing made strict, exchanges, responses.
+
+llhttp already rejects the classic smuggling vectors (CL with TE, duplicate or invalid
+Content-Length, bad chunk sizes, bare LF, obs-fold, invalid names and values). This driver
+adds what it lets through or cannot know: HTTP/0.9 and 2.0 request lines, TE on HTTP/1.0,
+size limits on the head (bounded while bytes arrive, not after), Host rules (RFC 9112
+§3.2), target forms, body limits, and the header timeout. Every violation becomes a typed
+KedgeError, answered once and followed by a close: nothing malformed reaches a backend.
+
+Requests on one connection are handled strictly in order (RFC 9112 §9.3.2); at most
+`max_pipelined` wait behind the active one, beyond that the connection stops reading, answers
+what it queued and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import cast
+from dataclasses import dataclass
+
+import httptools
+
+from kedge.core.deadlines import DeadlineSweeper
+from kedge.core.errors import (
+    BadRequest,
+    BodyTooLarge,
+    ClientDisconnected,
+    ExpectationFailed,
+    HeaderTooLarge,
+    KedgeError,
+    MethodNotAllowed,
+    RequestTimeout,
+    UriTooLong,
+    VersionNotSupported,
+)
+from kedge.core.http.authority import parse_absolute_form, parse_authority
+from kedge.core.http.body import BodyStream
+from kedge.core.http.error_response import error_response, reason_phrase
+from kedge.core.http.exchange import Exchange, TunnelEnd
+from kedge.core.http.headers import RequestIdGenerator, connection_tokens, is_valid_request_id
+from kedge.core.http.messages import Headers, RequestHead, ResponseHead
+from kedge.core.http.paths import canonical_path, split_target
+
+__all__ = ["H1ServerConnection", "H1ServerSettings", "Handler"]
+
+Handler = Callable[[Exchange], Awaitable[None]]
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def _status_line(status: int, reason: bytes) -> bytes:
+    if not reason:
+        line = _STATUS_LINES.get(status)
+        if line is None:
+            line = f"HTTP/1.1 {status} {reason_phrase(status)}\r\n".encode()
+            _STATUS_LINES[status] = line
+        return line
+    return b"HTTP/1.1 %d %s\r\n" % (status, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class H1ServerSettings:
+    listener: str
+    scheme: str  # "http" or "https": what X-Forwarded-Proto says
+    max_uri_bytes: int = 8192
+    max_header_bytes: int = 65536
+    max_header_count: int = 100
+    max_request_body_bytes: int = 0  # 0 = no limit here (routes may set their own)
+    max_pipelined: int = 16
+    max_keepalive_requests: int = 1000
+    request_header_timeout: float = 10.0
+    request_body_idle_timeout: float = 60.0
+    keepalive_idle_timeout: float = 60.0
+
+
+class _StopParsing(Exception):
+    """Raised from a parser callback to stop llhttp (the error is kept on the connection)."""
+
+
+class _Tunnel:
+    """The client side of a raw tunnel: bytes from the client go to `peer`."""
+
+    __slots__ = ("conn", "peer")
+
+    def __init__(self, conn: H1ServerConnection, peer: TunnelEnd) -> None:
+        self.conn = conn
+        self.peer = peer
+
+    def tunnel_write(self, data: bytes) -> None:
+        t = self.conn.transport
+        if t is not None and not t.is_closing():
+            t.write(data)
+
+    def tunnel_close(self) -> None:
+        t = self.conn.transport
+        if t is not None and not t.is_closing():
+            t.close()
+
+    def tunnel_pause(self) -> None:
+        t = self.conn.transport
+        if t is not None and not t.is_closing():
+            t.pause_reading()
+
+    def tunnel_resume(self) -> None:
+        t = self.conn.transport
+        if t is not None and not t.is_closing():
+            t.resume_reading()
+
+
+class H1ServerConnection(asyncio.Protocol):
+    """One client connection. Implements kedge.core.http.exchange.ResponseChannel."""
+
+    def __init__(
+        self,
+        settings: H1ServerSettings,
+        handler: Handler,
+        request_ids: RequestIdGenerator,
+        sweeper: DeadlineSweeper,
+        on_open: Callable[[H1ServerConnection], None] | None = None,
+        on_close: Callable[[H1ServerConnection], None] | None = None,
+        on_error: Callable[[KedgeError, H1ServerConnection, bytes], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._handler = handler
+        self._request_ids = request_ids
+        self._sweeper = sweeper
+        self._on_open = on_open
+        self._on_close = on_close
+        self._on_error = on_error
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self.client_port = 0
+        self._parser = httptools.HttpRequestParser(self)
+        self.deadline = 0.0
+        # Parse state of the request whose head or body is arriving.
+        self._url = b""
+        self._headers: Headers = []
+        self._header_count = 0
+        self._head_bytes = 0
+        self._in_head = False
+        self._in_trailers = False
+        self._trailers: Headers = []
+        self._body: BodyStream | None = None
+        self._body_limit = 0
+        self._body_seen = 0
+        self._parse_error: KedgeError | None = None
+        self._deferred_error: KedgeError | None = None
+        # Exchanges: parsed and waiting, and the one being handled.
+        self._queue: deque[Exchange] = deque()
+        self._active: Exchange | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._requests = 0
+        # The connection closes once the queue is answered (error, drain, request cap).
+        self._last_call = False
+        self._stop_reading = False  # ignore further bytes from the client
+        self._closed = False
+        self._tunnel: TunnelEnd | None = None
+        self._tunnel_prefix = b""  # bytes the client sent right after an upgrade request
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._pending: bytes | None = None  # response head, coalesced with the first body write
+        self._chunked_out = False
+        self._close_delimited = False
+        self._reading_paused_by: set[str] = set()
+
+    # -- asyncio.Protocol ----------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.client_ip, self.client_port = str(peer[0]), int(peer[1])
+        self._sweeper.add(self)
+        self._set_deadline(self.settings.keepalive_idle_timeout)
+        if self._on_open is not None:
+            self._on_open(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._sweeper.discard(self)
+        if self._body is not None and not self._body.at_eof:
+            self._body.feed_error(ClientDisconnected("client closed the connection"))
+        if self._tunnel is not None:
+            self._tunnel.tunnel_close()
+            self._tunnel = None
+        self._wake_writer()
+        task = self._task
+        if task is not None and self._active is not None and not self._active.finished:
+            # The client is gone mid-exchange: cancel the pipeline so the forwarder
+            # aborts the upstream request at once (it must not run on for nobody).
+            task.cancel()
+        if self._on_close is not None:
+            self._on_close(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self._tunnel is not None:
+            self._tunnel.tunnel_pause()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._tunnel is not None:
+            self._tunnel.tunnel_resume()
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        w = self._drain_waiter
+        if w is not None:
+            self._drain_waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel.tunnel_write(data)
+            return
+        if self._stop_reading:
+            return
+        if not self._in_head and self._body is None:
+            # First byte of a new request: the header timeout runs from here, in total
+            # (not per read, or one byte every few seconds would hold it open forever).
+            self._set_deadline(self.settings.request_header_timeout)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._after_upgrade(data[int(exc.args[0]) if exc.args else len(data) :])
+            return
+        except (httptools.HttpParserCallbackError, _StopParsing):
+            self._fail(self._parse_error or BadRequest("invalid request"))
+            return
+        except httptools.HttpParserInvalidMethodError:
+            self._fail(BadRequest("invalid request method"))
+            return
+        except httptools.HttpParserError as exc:
+            self._fail(self._parse_error or BadRequest(f"malformed request: {_llhttp_reason(exc)}"))
+            return
+        if self._in_head:
+            # Bound the head while it arrives: llhttp would buffer a 10 MB header value.
+            self._head_bytes += len(data)
+            if self._head_bytes > self.settings.max_uri_bytes + self.settings.max_header_bytes:
+                self._fail(HeaderTooLarge("request head too large"))
+
+    def eof_received(self) -> bool | None:
+        if self._body is not None and not self._body.at_eof:
+            self._body.feed_error(ClientDisconnected("client closed mid-request"))
+        return None  # let the transport close
+
+    # -- llhttp callbacks -------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._url = b""
+        self._headers = []
+        self._header_count = 0
+        self._head_bytes = 0
+        self._in_trailers = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.settings.max_uri_bytes:
+            self._parse_error = UriTooLong(
+                f"request target longer than {self.settings.max_uri_bytes} bytes"
+            )
+            raise _StopParsing
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_trailers:
+            self._trailers.append((name.lower(), value))
+            if len(self._trailers) > self.settings.max_header_count:
+                self._parse_error = HeaderTooLarge("too many trailer fields")
+                raise _StopParsing
+            return
+        self._header_count += 1
+        if self._header_count > self.settings.max_header_count:
+            self._parse_error = HeaderTooLarge(
+                f"more than {self.settings.max_header_count} header fields"
+            )
+            raise _StopParsing
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._in_trailers = True
+        self._trailers = []
+        try:
+            ex = self._make_exchange()
+        except KedgeError as exc:
+            self._parse_error = exc
+            raise _StopParsing from None
+        self._requests += 1
+        if self._requests >= self.settings.max_keepalive_requests:
+            self._last_call = True
+            self._stop_reading = True
+        self._queue.append(ex)
+        if self._body is None:
+            self.deadline = 0.0
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        if len(self._queue) > self.settings.max_pipelined:
+            # Refuse cleanly: answer everything queued, in order, then close.
+            self._last_call = True
+            self._stop_reading = True
+            raise _StopParsing
+
+    def on_body(self, data: bytes) -> None:
+        body = self._body
+        if body is None:
+            return
+        self._body_seen += len(data)
+        if self._body_limit and self._body_seen > self._body_limit:
+            self._parse_error = BodyTooLarge(f"request body larger than {self._body_limit} bytes")
+            raise _StopParsing
+        body.feed(data)
+        self._set_deadline(self.settings.request_body_idle_timeout)
+
+    def on_message_complete(self) -> None:
+        self._in_trailers = False
+        body = self._body
+        if body is not None:
+            body.feed_eof(self._trailers or None)
+            self._body = None
+            self.deadline = 0.0
+
+    # -- request validation -------------------------------------------------------
+    def _make_exchange(self) -> Exchange:
+        p = self._parser
+        version = p.get_http_version()
+        if version not in ("1.1", "1.0"):
+            if version in ("0.9", ""):
+                raise BadRequest("HTTP/0.9 requests are not accepted")
+            raise VersionNotSupported(f"HTTP/{version} is not supported on this connection")
+        method = p.get_method().decode("ascii")
+        headers = self._headers
+        host_values: list[bytes] = []
+        te: bytes | None = None
+        content_length: int | None = None
+        expect: bytes | None = None
+        request_id: bytes | None = None
+        upgrade: bytes | None = None
+        tokens: frozenset[bytes] = frozenset()
+        for name, value in headers:
+            if name == b"host":
+                host_values.append(value)
+            elif name == b"content-length":
+                content_length = int(value)  # llhttp validated digits and uniqueness
+            elif name == b"transfer-encoding":
+                te = value
+            elif name == b"expect":
+                expect = value.lower()
+            elif name == b"x-request-id":
+                if request_id is None and is_valid_request_id(value):
+                    request_id = value
+            elif name == b"upgrade":
+                upgrade = value.strip().lower()
+            elif name == b"connection":
+                tokens = connection_tokens(headers)
+        if te is not None and version == "1.0":
+            # RFC 9112 §6.1: TE in HTTP/1.0 is a framing fault; nginx answers 400 too.
+            raise BadRequest("Transfer-Encoding is not allowed in HTTP/1.0")
+        if len(host_values) > 1:
+            raise BadRequest("more than one Host header")
+        if method == "CONNECT":
+            raise MethodNotAllowed("CONNECT is not supported by this edge")
+        target = self._url
+        scheme = self.settings.scheme
+        absolute = target[:1] != b"/"
+        if absolute:
+            if target == b"*":
+                raise BadRequest("asterisk-form request target is not proxied")
+            scheme, authority, path_and_query = parse_absolute_form(target)
+            default_port = 443 if scheme == "https" else 80
+            host, port = parse_authority(authority, default_port)
+            if host_values:
+                # RFC 9112 §3.2.2 says to ignore Host here; like HAProxy we refuse a
+                # mismatch instead, so nothing downstream can route on the other one.
+                if parse_authority(host_values[0].decode("latin-1"), default_port) != (host, port):
+                    raise BadRequest("Host header does not match the absolute-form target")
+            elif version == "1.1":
+                raise BadRequest("missing Host header")
+            raw_path, query = split_target(path_and_query.encode("latin-1"))
+        else:
+            if not host_values:
+                raise BadRequest("missing Host header")
+            host, port = parse_authority(
+                host_values[0].decode("latin-1"), 443 if scheme == "https" else 80
+            )
+            raw_path, query = split_target(target)
+        path = canonical_path(raw_path)
+        if version == "1.1":
+            keep_alive = b"close" not in tokens
+        else:
+            keep_alive = b"keep-alive" in tokens and b"close" not in tokens
+        has_body = te is not None or (content_length is not None and content_length > 0)
+        limit = self.settings.max_request_body_bytes
+        if limit and content_length is not None and content_length > limit:
+            # RFC 9110 §15.5.14: refuse before reading a byte; with Expect the client
+            # has not sent the body yet.
+            raise BodyTooLarge(f"Content-Length {content_length} exceeds the limit of {limit} bytes")
+        if expect is not None and version == "1.1" and expect != b"100-continue":
+            raise ExpectationFailed("only Expect: 100-continue is supported")
+        ws_upgrade: bytes | None = None
+        if upgrade is not None and b"upgrade" in tokens:
+            if has_body:
+                raise BadRequest("an upgrade request must not have a body")
+            if upgrade == b"websocket" and method == "GET":
+                ws_upgrade = upgrade
+            # Any other upgrade (h2c among them: BishopFox's h2c smuggling) is ignored:
+            # Upgrade is hop-by-hop and is never forwarded.
+        head = RequestHead(
+            method,
+            target,
+            version,
+            headers,
+            scheme=scheme,
+            host=host,
+            port=port,
+            path=path,
+            query=query,
+            absolute_form=absolute,
+        )
+        body: BodyStream | None = None
+        if has_body:
+            body = BodyStream(self._pause_for_body, self._resume_for_body)
+            self._body = body
+            self._body_limit = limit
+            self._body_seen = 0
+            if expect is not None and version == "1.1":
+                # Like nginx, the edge answers 100 Continue itself when the forwarder first
+                # wants the body (it has an upstream connection by then) and does not
+                # forward Expect, so a backend never waits for a 100 of its own.
+                body.on_first_read = self._send_continue
+        return Exchange(
+            head,
+            body,
+            self,
+            listener=self.settings.listener,
+            client_ip=self.client_ip,
+            client_port=self.client_port,
+            request_id=request_id if request_id is not None else self._request_ids.next(),
+            upgrade=ws_upgrade,
+            keep_alive=keep_alive,
+        )
+
+    def _send_continue(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(_CONTINUE)
+
+    def _pause_for_body(self) -> None:
+        self._pause_reading("body")
+
+    def _resume_for_body(self) -> None:
+        self._resume_reading("body")
+
+    def _pause_reading(self, why: str) -> None:
+        if not self._reading_paused_by and self.transport is not None:
+            self.transport.pause_reading()
+        self._reading_paused_by.add(why)
+
+    def _resume_reading(self, why: str) -> None:
+        self._reading_paused_by.discard(why)
+        if not self._reading_paused_by and self.transport is not None and not self._closed:
+            self.transport.resume_reading()
+
+    def _after_upgrade(self, rest: bytes) -> None:
+        """llhttp stops after an upgrade request's head; decide what the next bytes are."""
+        ex = self._queue[-1] if self._queue else None
+        if ex is not None and ex.upgrade is not None:
+            # A WebSocket handshake: nothing more is read until the backend answers. On a
+            # 101 these bytes open the tunnel; otherwise the connection closes.
+            self._tunnel_prefix = rest
+            self._stop_reading = True
+            self._last_call = True
+            self._pause_reading("upgrade")
+            return
+        # An ignored upgrade (e.g. h2c) without a body: carry on parsing HTTP/1.1.
+        self._parser = httptools.HttpRequestParser(self)
+        if rest:
+            self.data_received(rest)
+
+    # -- errors and deadlines -------------------------------------------------------------
+    def _set_deadline(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds if seconds > 0 else 0.0
+
+    def on_deadline(self) -> None:
+        if self._closed:
+            return
+        if self._active is None and not self._queue and not self._in_head and self._body is None:
+            self._close()  # idle keep-alive connection (RFC 9112 §9.8)
+            return
+        if self._body is not None:
+            self._fail(RequestTimeout("request body not received in time"))
+            return
+        if self._in_head:
+            self._fail(RequestTimeout("request headers not received in time"))
+
+    def _fail(self, error: KedgeError) -> None:
+        """A parse-level error: answered in order after queued exchanges, then close."""
+        self._stop_reading = True
+        self._last_call = True
+        self._in_head = False
+        if self._body is not None:
+            self._body.feed_error(error)
+            self._body = None
+        if self._active is None and not self._queue:
+            self._write_error(error, None)
+            self._close()
+        elif self._deferred_error is None:
+            self._deferred_error = error
+
+    def _write_error(self, error: KedgeError, ex: Exchange | None) -> None:
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        request_id = ex.request_id if ex else self._request_ids.next()
+        head, body = error_response(error, request_id)
+        if not error.close_connection:
+            head.headers.append((b"connection", b"close"))
+        t.write(self._serialize_head(head) + body)
+        if self._on_error is not None:
+            self._on_error(error, self, request_id)
+
+    def _close(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.close()
+
+    # -- exchange loop --------------------------------------------------------------
+    async def _run(self) -> None:
+        try:
+            while self._queue and not self._closed:
+                ex = self._queue.popleft()
+                self._active = ex
+                self._pending = None
+                self._chunked_out = False
+                self._close_delimited = False
+                await self._handler(ex)
+                self._active = None
+                if self._tunnel is not None:
+                    return  # the connection is a raw tunnel now (after a 101)
+                if (
+                    not ex.finished
+                    or self._close_delimited
+                    or not ex.keep_alive
+                    or (ex.body is not None and not ex.body.at_eof)
+                ):
+                    # Framing of whatever follows is unknown (unfinished response, or a
+                    # request body the backend did not read): the connection cannot be reused.
+                    self._close()
+                    return
+            if self._closed:
+                return
+            if self._deferred_error is not None:
+                self._write_error(self._deferred_error, None)
+                self._close()
+            elif self._last_call:
+                self._close()
+            else:
+                self._set_deadline(self.settings.keepalive_idle_timeout)
+        except asyncio.CancelledError:
+            if not self._closed:
+                raise
+        finally:
+            self._task = None
+            self._active = None
+
+    def begin_drain(self) -> None:
+        """Stop reusing this connection: idle ones close now, busy ones after their response."""
+        self._last_call = True
+        self._stop_reading = True
+        if self._active is None and not self._queue and self._body is None:
+            self._close()
+
+    @property
+    def is_idle(self) -> bool:
+        return self._active is None and not self._queue
+
+    # -- ResponseChannel ------------------------------------------------------------
+    def _serialize_head(self, head: ResponseHead) -> bytes:
+        parts = [_status_line(head.status, head.reason)]
+        for name, value in head.headers:
+            parts.append(name + b": " + value + b"\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def _is_last_response(self, ex: Exchange) -> bool:
+        return not ex.keep_alive or (self._last_call and not self._queue)
+
+    def send_head(
+        self, ex: Exchange, head: ResponseHead, content_length: int | None, has_body: bool
+    ) -> None:
+        headers = head.headers
+        close = self._is_last_response(ex)
+        if head.status != 101:
+            if has_body and content_length is None:
+                if ex.head.version == "1.1":
+                    headers.append((b"transfer-encoding", b"chunked"))
+                    self._chunked_out = True
+                else:
+                    # An HTTP/1.0 client cannot read chunked: the body ends with the
+                    # connection (RFC 9112 §6.3 rule 8).
+                    self._close_delimited = True
+                    close = True
+            if close:
+                ex.keep_alive = False
+                headers.append((b"connection", b"close"))
+            elif ex.head.version == "1.0":
+                headers.append((b"connection", b"keep-alive"))
+        self._pending = self._serialize_head(head)
+
+    def send_interim(self, ex: Exchange, head: ResponseHead) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(self._serialize_head(head))
+
+    async def send_body(self, ex: Exchange, data: bytes) -> None:
+        t = self.transport
+        if t is None or self._closed:
+            raise ClientDisconnected("client closed the connection")
+        if self._chunked_out and data:
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        if self._pending is not None:
+            data = self._pending + data
+            self._pending = None
+        if data:
+            t.write(data)
+        if self._write_paused:
+            waiter = asyncio.get_running_loop().create_future()
+            self._drain_waiter = waiter
+            await waiter
+            if self._closed:
+                raise ClientDisconnected("client closed the connection")
+
+    def end(self, ex: Exchange, trailers: Headers | None) -> None:
+        t = self.transport
+        if t is None or self._closed:
+            return
+        out = self._pending or b""
+        self._pending = None
+        if self._chunked_out:
+            if trailers:
+                out += b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in trailers) + b"\r\n"
+            else:
+                out += b"0\r\n\r\n"
+        if out:
+            t.write(out)
+
+    def abort(self, ex: Exchange) -> None:
+        # HTTP/1.1 can only signal truncation by closing without the final chunk or before
+        # Content-Length bytes (RFC 9112 §6.3, §8).
+        self._pending = None
+        ex.keep_alive = False
+        t = self.transport
+        if t is not None:
+            t.abort()
+
+    def send_error_response(self, ex: Exchange, error: KedgeError) -> None:
+        """Answer `ex` with an edge error; the error boundary calls this, once."""
+        head, body = error_response(error, ex.request_id)
+        if error.close_connection or self._is_last_response(ex):
+            ex.keep_alive = False
+            if not error.close_connection:
+                head.headers.append((b"connection", b"close"))
+        ex.status = head.status
+        ex.head_sent = True
+        ex.finished = True
+        ex.bytes_out += len(body)
+        self._pending = None
+        self._chunked_out = False
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.write(self._serialize_head(head) + body)
+
+    def start_tunnel(self, ex: Exchange, peer: TunnelEnd) -> TunnelEnd:
+        t = self.transport
+        assert t is not None
+        if self._pending:
+            t.write(self._pending)
+            self._pending = None
+        self._tunnel = peer
+        self.deadline = 0.0
+        if self._tunnel_prefix:
+            peer.tunnel_write(self._tunnel_prefix)
+            self._tunnel_prefix = b""
+        self._reading_paused_by.clear()
+        t.resume_reading()
+        return _Tunnel(self, peer)
+
+
+def _llhttp_reason(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text[:120]

@@ -1,0 +1,1 @@
+"""Protocol-neutral HTTP: messages, headers, body streams and the one error renderer."""

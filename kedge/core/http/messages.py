@@ -1,0 +1,101 @@
+"""Protocol-neutral HTTP message heads: RequestHead and ResponseHead.
+
+Header names are stored lower-case (as bytes): HTTP field names are case-insensitive
+(RFC 9110 §5.1) and HTTP/2 requires lower case, so one form serves every protocol.
+Like HAProxy, the edge sends lower-case names to HTTP/1.1 peers too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = ["Headers", "RequestHead", "ResponseHead", "header_value", "header_values"]
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of `name` (lower-case), or None."""
+    for n, v in headers:
+        if n == name:
+            return v
+    return None
+
+
+def header_values(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    return [v for n, v in headers if n == name]
+
+
+class RequestHead:
+    """A parsed, validated request head.
+
+    `host`, `port` and `path` are canonical (see kedge.core.http.authority and .paths):
+    the one form used for routing, policy and forwarding. `query` is the raw query
+    (without '?'), forwarded unchanged. `absolute_form` is True for a forward-proxy request
+    (RFC 9112 §3.2.2), whose authority came from the request target.
+    """
+
+    __slots__ = (
+        "absolute_form",
+        "headers",
+        "host",
+        "method",
+        "path",
+        "port",
+        "query",
+        "scheme",
+        "target",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        target: bytes,
+        version: str,
+        headers: Headers,
+        *,
+        scheme: str,
+        host: str,
+        port: int,
+        path: str,
+        query: str,
+        absolute_form: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.path = path
+        self.query = query
+        self.absolute_form = absolute_form
+
+    @property
+    def authority(self) -> str:
+        """host[:port] as the client addressed it, with the port only when not the default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+    @property
+    def path_and_query(self) -> str:
+        return f"{self.path}?{self.query}" if self.query else self.path
+
+    def __repr__(self) -> str:
+        return f"RequestHead({self.method} {self.authority}{self.path_and_query} HTTP/{self.version})"
+
+
+class ResponseHead:
+    __slots__ = ("headers", "reason", "status", "version")
+
+    def __init__(self, status: int, headers: Headers, reason: bytes = b"", version: str = "1.1") -> None:
+        self.status = status
+        self.headers = headers
+        self.reason = reason
+        self.version = version
+
+    def __repr__(self) -> str:
+        return f"ResponseHead({self.status})"

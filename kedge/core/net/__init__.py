@@ -1,0 +1,1 @@
+"""Networking helpers: TLS contexts and socket options."""

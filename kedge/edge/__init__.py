@@ -1,0 +1,1 @@
+"""The edge server: config, routing, discovery, balancing, forwarding, observability."""

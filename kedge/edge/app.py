@@ -1,0 +1,390 @@
+"""The edge's composition root: the only place that builds concrete objects.
+
+EdgeApp owns, in creation order: the deadline sweeper, metrics, access log, backends (with
+their resolver tasks), the pipeline, the demo backend, the admin listener and the proxy
+listeners. `aclose()` closes them in reverse. Reload (SIGHUP or a changed file) validates a
+new config, builds a new EdgeState and swaps one reference; SIGTERM drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import time
+from collections.abc import Callable
+from typing import IO
+
+from kedge.core.codec.server_h1 import H1ServerConnection, H1ServerSettings
+from kedge.core.deadlines import DeadlineSweeper
+from kedge.core.errors import ConfigError, KedgeError
+from kedge.core.http.headers import RequestIdGenerator
+from kedge.core.net.tls import server_context
+from kedge.edge.config import EdgeConfig, ListenerConfig
+from kedge.edge.config_parser import load_edge_config
+from kedge.edge.demo import start_demo_backend
+from kedge.edge.discovery.factory import make_resolver
+from kedge.edge.forwarding.backend import Backend
+from kedge.edge.forwarding.forwarder import Forwarder
+from kedge.edge.layers import AdhocPools, Dispatch, ErrorBoundary, Observe, compose
+from kedge.edge.observability.access_log import AccessLog
+from kedge.edge.observability.admin import AdminServer, make_admin_app, start_admin
+from kedge.edge.observability.metrics import EdgeMetrics, MetricsRegistry
+from kedge.edge.routing.table import RouteTable
+from kedge.edge.state import EdgeState
+
+__all__ = ["EdgeApp"]
+
+log = logging.getLogger("kedge.edge")
+
+
+def _settings_for(listener: ListenerConfig, config: EdgeConfig) -> H1ServerSettings:
+    lim, tmo = config.limits, config.timeouts
+    return H1ServerSettings(
+        listener=listener.name,
+        scheme=listener.scheme,
+        max_uri_bytes=lim.max_uri_bytes,
+        max_header_bytes=lim.max_header_bytes,
+        max_header_count=lim.max_header_count,
+        # The listener enforces the largest limit any route allows; routes check their own.
+        max_request_body_bytes=_listener_body_limit(config),
+        max_pipelined=lim.max_pipelined_requests,
+        max_keepalive_requests=lim.max_keepalive_requests,
+        request_header_timeout=tmo.request_header,
+        request_body_idle_timeout=tmo.request_body_idle,
+        keepalive_idle_timeout=tmo.keepalive_idle,
+    )
+
+
+def _listener_body_limit(config: EdgeConfig) -> int:
+    limits = [config.limits.max_request_body_bytes]
+    limits += [r.max_request_body_bytes for r in config.routes if r.max_request_body_bytes is not None]
+    return 0 if 0 in limits else max(limits)
+
+
+class EdgeApp:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        *,
+        config_path: str | None = None,
+        access_log_stream: IO[bytes] | None = None,
+        watch_interval: float = 1.0,
+    ) -> None:
+        self.config_path = config_path
+        self._watch_interval = watch_interval
+        self.sweeper = DeadlineSweeper()
+        self.registry = MetricsRegistry()
+        self.metrics = EdgeMetrics(self.registry)
+        self.access_log = AccessLog(access_log_stream if config.access_log else None, time.time)
+        self.request_ids = RequestIdGenerator()
+        self.forwarder = Forwarder(
+            on_retry=lambda b: self.metrics.upstream_retries.labels(b).inc(),
+            on_connect_failure=lambda b: self.metrics.upstream_connect_failures.labels(b).inc(),
+        )
+        self.adhoc_pools = AdhocPools(self.sweeper)
+        self.state = self._build_state(config, 1, None)
+        self.handler = compose(
+            [Observe(self.access_log, self.metrics), ErrorBoundary()],
+            Dispatch(lambda: self.state, self.forwarder, self.adhoc_pools),
+        )
+        self._settings: dict[str, H1ServerSettings] = {
+            lst.name: _settings_for(lst, config) for lst in config.listeners
+        }
+        self.connections: set[H1ServerConnection] = set()
+        self._servers: dict[str, asyncio.Server] = {}
+        self.listener_ports: dict[str, int] = {}
+        self.admin: AdminServer | None = None
+        self.demo: AdminServer | None = None
+        self.draining = False
+        self._stopped = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._file_stamp = self._stamp()
+        self.metrics.config_generation.set(1)
+
+    # -- state ---------------------------------------------------------------------------
+    def _make_backend_on_change(self) -> Callable[[Backend], None]:
+        def on_change(backend: Backend) -> None:
+            self.metrics.backend_endpoints.labels(backend.name).set(len(backend.endpoints.ready))
+
+        return on_change
+
+    def _build_state(self, config: EdgeConfig, generation: int, old: EdgeState | None) -> EdgeState:
+        table = RouteTable.compile(config.routes, source=config.source)
+        backends: dict[str, Backend] = {}
+        for bc in config.backends:
+            previous = old.backends.get(bc.name) if old else None
+            if previous is not None and previous.config == bc:
+                backends[bc.name] = previous  # keeps pools, load and endpoints
+                continue
+            backends[bc.name] = Backend(
+                bc,
+                make_resolver(bc.resolver),
+                self.sweeper,
+                max_response_header_bytes=config.limits.max_response_header_bytes,
+                on_change=self._make_backend_on_change(),
+                on_connect=self.metrics.upstream_connections_opened.labels(bc.name).inc,
+            )
+        return EdgeState(config, generation, table, backends)
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining"
+        pending = sorted(n for n, b in self.state.backends.items() if not b.synced)
+        if pending:
+            return False, "resolvers not synced: " + ", ".join(pending)
+        return True, "ready"
+
+    def status(self) -> dict[str, object]:
+        st = self.state
+        return {
+            "generation": st.generation,
+            "config": st.config.source,
+            "draining": self.draining,
+            "routes": len(st.config.routes),
+            "listeners": self.listener_ports,
+            "connections": len(self.connections),
+            "backends": {
+                name: {
+                    "synced": b.synced,
+                    "balancer": b.config.balancer.value,
+                    "endpoints": [
+                        {
+                            "address": e.key,
+                            "ready": e.ready,
+                            "weight": e.weight,
+                            "labels": dict(e.labels),
+                            "in_flight": b.inflight.get(e.key, 0),
+                            "pool_idle": b.pools[e.key].idle_count if e.key in b.pools else 0,
+                            "pool_open": b.pools[e.key].open_connections if e.key in b.pools else 0,
+                        }
+                        for e in b.endpoints.endpoints
+                    ],
+                }
+                for name, b in st.backends.items()
+            },
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.state.config
+        self.sweeper.start()
+        for b in self.state.backends.values():
+            b.start()
+        if cfg.demo_backend is not None:
+            self.demo = await start_demo_backend(cfg.demo_backend)
+        self.admin = await start_admin(
+            make_admin_app(
+                is_live=lambda: True,
+                readiness=self.readiness,
+                render_metrics=self.registry.render,
+                status=self.status,
+            ),
+            cfg.admin.address,
+        )
+        for listener in cfg.listeners:
+            await self._listen(listener)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._flush_access_log(), name="kedge-access-log"))
+        if self.config_path is not None and self._watch_interval > 0:
+            self._tasks.append(loop.create_task(self._watch_file(), name="kedge-config-watch"))
+        self.access_log.log_event(
+            "info",
+            "edge started",
+            config=cfg.source,
+            listeners=self.listener_ports,
+            admin=self.admin.bound_port,
+        )
+        self.access_log.flush()
+
+    async def _listen(self, listener: ListenerConfig) -> None:
+        loop = asyncio.get_running_loop()
+        ctx: ssl.SSLContext | None = None
+        if listener.tls is not None:
+            ctx = server_context(listener.tls.cert_file, listener.tls.key_file)
+        name = listener.name
+        accepted = self.metrics.connections_accepted.labels(name)
+        active = self.metrics.connections_active.labels(name)
+
+        def on_open(conn: H1ServerConnection) -> None:
+            self.connections.add(conn)
+            accepted.inc()
+            active.inc()
+            if self.draining:
+                conn.begin_drain()
+
+        def on_close(conn: H1ServerConnection) -> None:
+            self.connections.discard(conn)
+            active.dec()
+
+        def factory() -> H1ServerConnection:
+            return H1ServerConnection(
+                self._settings[name],
+                self.handler,
+                self.request_ids,
+                self.sweeper,
+                on_open=on_open,
+                on_close=on_close,
+                on_error=self._on_connection_error,
+            )
+
+        server = await loop.create_server(
+            factory,
+            listener.address.host,
+            listener.address.port,
+            ssl=ctx,
+            backlog=1024,
+            reuse_address=True,
+        )
+        self._servers[name] = server
+        self.listener_ports[name] = int(server.sockets[0].getsockname()[1])
+
+    def _on_connection_error(self, error: KedgeError, conn: H1ServerConnection, rid: bytes) -> None:
+        """A request refused while parsing (it never became an exchange): log and count it."""
+        self.metrics.errors.labels(error.kind).inc()
+        self.metrics.requests.labels(conn.settings.listener, "", "", str(error.http_status)).inc()
+        self.access_log.record(
+            request_id=rid.decode("latin-1"),
+            client=f"{conn.client_ip}:{conn.client_port}",
+            listener=conn.settings.listener,
+            method="",
+            authority="",
+            path="",
+            status=error.http_status,
+            bytes_in=0,
+            bytes_out=0,
+            duration_ms=0.0,
+            error_kind=error.kind,
+        )
+
+    async def _flush_access_log(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            self.access_log.flush()
+
+    # -- reload ---------------------------------------------------------------------------
+    def _stamp(self) -> tuple[int, int, int] | None:
+        if self.config_path is None:
+            return None
+        try:
+            st = os.stat(self.config_path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    async def _watch_file(self) -> None:
+        while True:
+            await asyncio.sleep(self._watch_interval)
+            stamp = self._stamp()
+            if stamp is not None and stamp != self._file_stamp:
+                self._file_stamp = stamp
+                self.reload("file changed")
+
+    def reload(self, why: str = "SIGHUP") -> bool:
+        """Validate the config file and swap it in; a bad file keeps the old config."""
+        if self.config_path is None:
+            self.access_log.log_event("warning", "reload ignored: no config file", reason=why)
+            return False
+        try:
+            config = load_edge_config(self.config_path)
+            old = self.state
+            new = self._build_state(config, old.generation + 1, old)
+        except ConfigError as exc:
+            self.metrics.config_reloads.labels("failure").inc()
+            self.access_log.log_event("error", "config reload failed; keeping the old config",
+                                      reason=why, error=str(exc))
+            self.access_log.flush()
+            return False
+        self._apply_listener_changes(old.config, config)
+        self.state = new  # the swap: new exchanges see the new table from here on
+        for name, b in new.backends.items():
+            b.start()
+        loop = asyncio.get_running_loop()
+        for name, b in old.backends.items():
+            if new.backends.get(name) is not b:
+                loop.create_task(b.aclose())
+        self.metrics.config_reloads.labels("success").inc()
+        self.metrics.config_generation.set(new.generation)
+        self.access_log.log_event("info", "config reloaded", reason=why,
+                                  generation=new.generation, routes=len(config.routes))
+        self.access_log.flush()
+        return True
+
+    def _apply_listener_changes(self, old: EdgeConfig, new: EdgeConfig) -> None:
+        for lst in new.listeners:
+            if lst.name in self._settings:
+                self._settings[lst.name] = _settings_for(lst, new)
+        if old.listeners != new.listeners or old.admin != new.admin:
+            self.access_log.log_event(
+                "warning",
+                "listener or admin address changes take effect after a restart",
+            )
+
+    # -- shutdown -------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.reload("SIGHUP"))
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def drain(self) -> None:
+        """Stop accepting, let in-flight requests finish within the drain timeout."""
+        self.draining = True
+        self.metrics.draining.set(1)
+        self.access_log.log_event("info", "draining", connections=len(self.connections))
+        self.access_log.flush()
+        for server in self._servers.values():
+            server.close()
+        for conn in list(self.connections):
+            conn.begin_drain()
+        deadline = time.monotonic() + self.state.config.timeouts.drain
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._tasks.clear()
+        for server in self._servers.values():
+            server.close()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if self.admin is not None:
+            await self.admin.aclose()
+        if self.demo is not None:
+            await self.demo.aclose()
+        for b in self.state.backends.values():
+            await b.aclose()
+        self.adhoc_pools.close()
+        await self.sweeper.aclose()
+        self.access_log.log_event("info", "edge stopped")
+        self.access_log.flush()
+
+    async def serve(self, *, handle_signals: bool = True) -> None:
+        """Start, run until SIGTERM/SIGINT, drain, close."""
+        await self.start()
+        if handle_signals:
+            self.install_signal_handlers()
+        try:
+            await self.wait_stopped()
+            await self.drain()
+        finally:
+            await self.aclose()
+

@@ -1,0 +1,1 @@
+"""Balancing: policies that pick an endpoint from an immutable endpoint set."""

@@ -1,0 +1,252 @@
+"""EdgeConfig: the edge's whole configuration as frozen, validated dataclasses.
+
+Built once from YAML by `kedge.edge.config_parser.load_edge_config`; a reload builds a new
+EdgeConfig and the app swaps one reference. Every field here has a documented default and
+unit in `configs/README.md`. Durations are float seconds, sizes are int bytes; 0 means
+"no limit" only where the field's docstring says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal
+
+__all__ = [
+    "AdhocRule",
+    "AdminConfig",
+    "Address",
+    "BackendConfig",
+    "BackendTimeouts",
+    "BackendTlsConfig",
+    "Balancer",
+    "DnsResolverConfig",
+    "EdgeConfig",
+    "HeaderMatch",
+    "LimitsConfig",
+    "ListenerConfig",
+    "ListenerTls",
+    "PoolConfig",
+    "PortRange",
+    "ProxyMode",
+    "ResolverConfig",
+    "RetryConfig",
+    "RouteConfig",
+    "RouteMatch",
+    "SrvResolverConfig",
+    "StaticEndpoint",
+    "StaticResolverConfig",
+    "TimeoutsConfig",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A host (name or IP literal, IPv6 without brackets) and a TCP port."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class ProxyMode(Enum):
+    """Which request forms a route accepts (RFC 9112 §3.2)."""
+
+    REVERSE = "reverse"  # origin-form target plus Host
+    FORWARD = "forward"  # absolute-form target (a client using the edge as HTTP proxy)
+    ANY = "any"
+
+
+class Balancer(Enum):
+    ROUND_ROBIN = "round_robin"
+    P2C = "p2c"  # the less loaded (in-flight) of two random endpoints
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerTls:
+    cert_file: str
+    key_file: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    name: str
+    address: Address
+    tls: ListenerTls | None = None  # None: plaintext HTTP
+
+    @property
+    def scheme(self) -> Literal["http", "https"]:
+        return "https" if self.tls else "http"
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    address: Address = Address("127.0.0.1", 9901)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_uri_bytes: int = 8192  # request line target -> 414
+    max_header_bytes: int = 65536  # whole header block -> 431
+    max_header_count: int = 100  # -> 431
+    max_request_body_bytes: int = 16 * 1024 * 1024  # -> 413; 0 = no limit
+    max_pipelined_requests: int = 16  # queued behind the one in flight
+    max_keepalive_requests: int = 1000  # per client connection, then Connection: close
+    max_response_header_bytes: int = 65536  # from a backend -> 502
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutsConfig:
+    request_header: float = 10.0  # first byte to end of headers, total -> 408
+    request_body_idle: float = 60.0  # between body reads from a client -> 408
+    keepalive_idle: float = 60.0  # idle client connection between requests
+    drain: float = 25.0  # SIGTERM: how long in-flight requests may finish
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMatch:
+    name: str  # lower-case
+    exact: str | None = None
+    regex: str | None = None  # full match (re.fullmatch)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    host: str | None = None  # exact (lower-case, no trailing dot) or "*.suffix"; None = any
+    port: int | None = None  # None = any
+    paths: tuple[str, ...] = ()  # "/exact", "/prefix/*", "/*"; empty = any path
+    headers: tuple[HeaderMatch, ...] = ()
+    proxy_mode: ProxyMode = ProxyMode.ANY
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    name: str  # defaults to "routes[<index>]"
+    backend: str
+    match: RouteMatch = field(default_factory=RouteMatch)
+    max_request_body_bytes: int | None = None  # None = limits.max_request_body_bytes; 0 = none
+
+
+@dataclass(frozen=True, slots=True)
+class StaticEndpoint:
+    address: Address
+    labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value)
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StaticResolverConfig:
+    endpoints: tuple[StaticEndpoint, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DnsResolverConfig:
+    """A/AAAA lookups of `name`, every endpoint on `port`; re-resolved when the TTL ends."""
+
+    name: str
+    port: int
+    min_ttl: float = 5.0  # floor: never re-resolve more often than this
+    max_ttl: float = 300.0  # ceiling: re-resolve at least this often
+    nameservers: tuple[Address, ...] = ()  # empty = the system resolver's (/etc/resolv.conf)
+    families: tuple[Literal["A", "AAAA"], ...] = ("A", "AAAA")
+
+
+@dataclass(frozen=True, slots=True)
+class SrvResolverConfig:
+    """SRV lookup of `name`; each target's A/AAAA records with the SRV port (or port_override)."""
+
+    name: str
+    port_override: int | None = None
+    min_ttl: float = 5.0
+    max_ttl: float = 300.0
+    nameservers: tuple[Address, ...] = ()
+
+
+ResolverConfig = StaticResolverConfig | DnsResolverConfig | SrvResolverConfig
+
+
+@dataclass(frozen=True, slots=True)
+class BackendTlsConfig:
+    ca_file: str | None = None  # None = the system trust store
+    server_name: str | None = None  # SNI and the name verified; None = endpoint host
+    insecure_skip_verify: bool = False
+    cert_file: str | None = None  # client certificate for mTLS to the endpoints
+    key_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    max_idle_per_endpoint: int = 64  # idle keep-alive connections kept per endpoint
+    idle_timeout: float = 60.0  # an idle pooled connection is closed after this
+    max_connections_per_endpoint: int = 0  # 0 = no limit
+
+
+@dataclass(frozen=True, slots=True)
+class BackendTimeouts:
+    connect: float = 2.0  # TCP (+TLS) connect, then the next endpoint is tried
+    response_header: float = 60.0  # request sent -> response head received; 0 = none
+    idle: float = 0.0  # no byte either way on an active exchange; 0 = none (streams live on)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    attempts: int = 2  # total tries, each on a different endpoint; 1 = no retry
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    name: str
+    resolver: ResolverConfig
+    balancer: Balancer = Balancer.ROUND_ROBIN
+    tls: BackendTlsConfig | None = None  # None: plaintext HTTP/1.1 to the endpoints
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    timeouts: BackendTimeouts = field(default_factory=BackendTimeouts)
+    retries: RetryConfig = field(default_factory=RetryConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    low: int
+    high: int  # inclusive
+
+
+@dataclass(frozen=True, slots=True)
+class AdhocRule:
+    """kEdge adhoc semantics: forward to a DNS name matched by pattern, on allowed ports.
+
+    The first rule whose `dns_name` matches decides; a port it does not allow is refused
+    (403), it does not fall through to later rules (as in kEdge).
+    """
+
+    dns_name: str  # exact name or "*.suffix" (lower-case)
+    default_port: int = 80  # used when the request names no port
+    allowed_ports: tuple[int, ...] = ()
+    allowed_port_ranges: tuple[PortRange, ...] = ()
+    replace_pattern: str | None = None  # substring of the name to replace before lookup
+    replace_substitution: str = ""
+    allow_loopback: bool = False  # 127.0.0.0/8, ::1
+    allow_link_local: bool = False  # 169.254.0.0/16 (cloud metadata), fe80::/10
+    allow_private: bool = True  # RFC 1918, fc00::/7: pods and services live there
+    connect_timeout: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeConfig:
+    source: str  # file name the config came from, or "<embedded demo>"
+    listeners: tuple[ListenerConfig, ...]
+    backends: tuple[BackendConfig, ...]
+    routes: tuple[RouteConfig, ...]
+    adhoc: tuple[AdhocRule, ...] = ()
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    demo_backend: Address | None = None  # serve the built-in demo backend here
+    access_log: bool = True
+
+    def backend(self, name: str) -> BackendConfig:
+        for b in self.backends:
+            if b.name == name:
+                return b
+        raise KeyError(name)

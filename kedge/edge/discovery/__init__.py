@@ -1,0 +1,1 @@
+"""Discovery: resolvers that turn backend config into endpoint-set updates."""

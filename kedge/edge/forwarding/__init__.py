@@ -1,0 +1,1 @@
+"""Forwarding: upstream connection pools and the terminal forwarding layer."""

@@ -1,0 +1,137 @@
+"""Backend: the live state of one configured backend (endpoints, load, pools, resolver task).
+
+The resolver task folds updates into an immutable EndpointSet and swaps one reference; the
+request path only reads it. Per-endpoint state (in-flight counts, pools) is keyed by the
+endpoint's identity, so it survives endpoint-set updates and config reloads that keep the
+backend unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable, Collection
+from random import Random
+
+from kedge.core.deadlines import DeadlineSweeper
+from kedge.core.errors import NoEndpoints
+from kedge.core.net.tls import client_context
+from kedge.edge.balancing.policies import p2c, round_robin
+from kedge.edge.config import BackendConfig, Balancer
+from kedge.edge.discovery.model import Endpoint, EndpointSet, Resolver, Update
+from kedge.edge.forwarding.pool import EndpointPool
+
+__all__ = ["Backend"]
+
+log = logging.getLogger("kedge.backend")
+
+
+class Backend:
+    def __init__(
+        self,
+        config: BackendConfig,
+        resolver: Resolver,
+        sweeper: DeadlineSweeper,
+        *,
+        max_response_header_bytes: int = 65536,
+        rng: Random | None = None,
+        on_change: Callable[[Backend], None] | None = None,
+        on_connect: Callable[[], None] | None = None,
+    ) -> None:
+        self._on_connect = on_connect
+        self.config = config
+        self.name = config.name
+        self._resolver = resolver
+        self._sweeper = sweeper
+        self._max_header_bytes = max_response_header_bytes
+        self._rng = rng or Random()
+        self._on_change = on_change
+        self.endpoints = EndpointSet()
+        self._ready: tuple[Endpoint, ...] = ()
+        self.synced = False  # the resolver has published at least once
+        self.inflight: dict[str, int] = {}
+        self.pools: dict[str, EndpointPool] = {}
+        self._rr = 0
+        self._task: asyncio.Task[None] | None = None
+        self._ssl: ssl.SSLContext | None = None
+        tls = config.tls
+        if tls is not None:
+            self._ssl = client_context(
+                ca_file=tls.ca_file,
+                insecure_skip_verify=tls.insecure_skip_verify,
+                cert_file=tls.cert_file,
+                key_file=tls.key_file,
+            )
+
+    # -- discovery ---------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run_resolver(), name=f"kedge-resolver-{self.name}"
+            )
+
+    async def _run_resolver(self) -> None:
+        try:
+            await self._resolver.run(self.apply)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a resolver bug must not kill the edge; keep the last set
+            log.exception("resolver for backend %s stopped", self.name)
+
+    def apply(self, update: Update) -> None:
+        self.endpoints = self.endpoints.fold(update)
+        self._ready = self.endpoints.ready
+        self.synced = True
+        live = {e.key for e in self.endpoints.endpoints}
+        for key in [k for k in self.pools if k not in live]:
+            self.pools.pop(key).close()
+        if self._on_change is not None:
+            self._on_change(self)
+
+    # -- balancing -----------------------------------------------------------------------
+    def _load(self, key: str) -> float:
+        return self.inflight.get(key, 0)
+
+    def pick(self, exclude: Collection[str] = ()) -> Endpoint:
+        ready = self._ready
+        if self.config.balancer is Balancer.P2C:
+            endpoint = p2c(ready, self._load, self._rng, exclude)
+        else:
+            self._rr += 1
+            endpoint = round_robin(ready, self._rr, exclude)
+        if endpoint is None:
+            if not ready:
+                raise NoEndpoints(f"backend {self.name} has no ready endpoints")
+            raise NoEndpoints(f"backend {self.name}: every endpoint failed for this request")
+        return endpoint
+
+    def pool(self, endpoint: Endpoint) -> EndpointPool:
+        pool = self.pools.get(endpoint.key)
+        if pool is None:
+            tls = self.config.tls
+            pool = EndpointPool(
+                endpoint.address,
+                self.config.pool,
+                self._sweeper,
+                connect_timeout=self.config.timeouts.connect,
+                ssl_context=self._ssl,
+                server_hostname=(tls.server_name if tls and tls.server_name else endpoint.address.host),
+                max_response_header_bytes=self._max_header_bytes,
+                on_connect=self._on_connect,
+            )
+            self.pools[endpoint.key] = pool
+        return pool
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for pool in self.pools.values():
+            pool.close()
+        self.pools.clear()

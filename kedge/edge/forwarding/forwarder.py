@@ -1,0 +1,287 @@
+"""Forwarding an exchange to an endpoint: connect, stream both ways, retry only when safe.
+
+Retry rule: the edge tries another endpoint only when nothing of the request reached the
+previous one. A connect failure proves that for every method (the request never left, so
+even a POST is safe, as Envoy's `connect-failure` policy assumes); a reused keep-alive
+connection that the endpoint had already closed (reset before any response byte) is retried
+once on a fresh connection only for idempotent methods without a body (RFC 9110 §9.2.2),
+because the request may have arrived. Nothing is retried once a response byte was seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from kedge.core.codec.client_h1 import H1ClientConnection
+from kedge.core.errors import (
+    BodyTooLarge,
+    KedgeError,
+    NoEndpoints,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamReset,
+)
+from kedge.core.http.body import BodyStream
+from kedge.core.http.exchange import Exchange
+from kedge.core.http.headers import forward_request_headers, forward_response_headers
+from kedge.core.http.messages import Headers, ResponseHead, header_value
+from kedge.edge.config import BackendTimeouts
+from kedge.edge.forwarding.backend import Backend
+from kedge.edge.forwarding.pool import EndpointPool
+
+__all__ = ["Forwarder", "IDEMPOTENT_METHODS"]
+
+log = logging.getLogger("kedge.forward")
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+class _StaleConnection(Exception):
+    """A reused connection died before any response byte; safe to retry on a fresh one."""
+
+    def __init__(self, error: KedgeError) -> None:
+        self.error = error
+
+
+def _trailer_block(trailers: Headers | None) -> bytes:
+    if not trailers:
+        return b"0\r\n\r\n"
+    return b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in trailers) + b"\r\n"
+
+
+class Forwarder:
+    """Sends exchanges to backends' endpoints over pooled HTTP/1.1 connections."""
+
+    def __init__(
+        self,
+        on_retry: Callable[[str], None] | None = None,
+        on_connect_failure: Callable[[str], None] | None = None,
+    ) -> None:
+        self._on_retry = on_retry
+        self._on_connect_failure = on_connect_failure
+
+    def request_head(self, ex: Exchange) -> tuple[bytes, bool]:
+        """The upstream request head and whether its body is sent chunked."""
+        h = ex.head
+        authority = h.authority
+        headers = forward_request_headers(
+            h.headers,
+            client_ip=ex.client_ip,
+            proto=h.scheme,
+            authority=authority,
+            request_id=ex.request_id,
+            upgrade=ex.upgrade,
+        )
+        chunked = ex.body is not None and header_value(h.headers, b"content-length") is None
+        parts = [
+            f"{h.method} {h.path_and_query} HTTP/1.1\r\nhost: {authority}\r\n".encode("latin-1")
+        ]
+        for name, value in headers:
+            parts.append(name + b": " + value + b"\r\n")
+        if chunked:
+            parts.append(b"transfer-encoding: chunked\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts), chunked
+
+    async def forward(self, ex: Exchange, backend: Backend, body_limit: int) -> None:
+        if body_limit and ex.body is not None:
+            cl = header_value(ex.head.headers, b"content-length")
+            if cl is not None and int(cl) > body_limit:
+                raise BodyTooLarge(f"Content-Length {int(cl)} exceeds this route's limit of {body_limit} bytes")
+        head_bytes, chunked = self.request_head(ex)
+        timeouts = backend.config.timeouts
+        attempts = max(1, backend.config.retries.attempts)
+        tried: list[str] = []
+        last_error: KedgeError | None = None
+        for _ in range(attempts):
+            try:
+                endpoint = backend.pick(tried)
+            except NoEndpoints:
+                if last_error is not None:
+                    raise last_error from None
+                raise
+            tried.append(endpoint.key)
+            ex.endpoint = endpoint.key
+            pool = backend.pool(endpoint)
+            key = endpoint.key
+            backend.inflight[key] = backend.inflight.get(key, 0) + 1
+            try:
+                await self.forward_to(ex, pool, head_bytes, chunked, timeouts, body_limit)
+                return
+            except UpstreamConnectError as exc:
+                last_error = exc
+                if self._on_connect_failure is not None:
+                    self._on_connect_failure(backend.name)
+                if self._on_retry is not None and len(tried) < attempts:
+                    self._on_retry(backend.name)
+            finally:
+                backend.inflight[key] -= 1
+        assert last_error is not None
+        raise last_error
+
+    async def forward_to(
+        self,
+        ex: Exchange,
+        pool: EndpointPool,
+        head_bytes: bytes,
+        chunked: bool,
+        timeouts: BackendTimeouts,
+        body_limit: int,
+    ) -> None:
+        """One endpoint: a pooled connection, and one fresh retry if it proves stale."""
+        conn, reused = await pool.acquire()
+        try:
+            await self._exchange(ex, pool, conn, head_bytes, chunked, timeouts, body_limit, reused)
+        except _StaleConnection as stale:
+            log.debug("stale pooled connection to %s, retrying on a new one", pool.key)
+            conn = await pool.connect()
+            try:
+                await self._exchange(
+                    ex, pool, conn, head_bytes, chunked, timeouts, body_limit, False
+                )
+            except _StaleConnection:
+                raise stale.error from None
+
+    async def _exchange(
+        self,
+        ex: Exchange,
+        pool: EndpointPool,
+        conn: H1ClientConnection,
+        head_bytes: bytes,
+        chunked: bool,
+        timeouts: BackendTimeouts,
+        body_limit: int,
+        reused: bool,
+    ) -> None:
+        done = False
+        tunnel = False
+        pump: asyncio.Task[None] | None = None
+        try:
+            conn.start(
+                head_bytes,
+                is_head_request=ex.head.method == "HEAD",
+                response_timeout=timeouts.response_header,
+                on_interim=ex.send_interim,
+            )
+            body = ex.body
+            if body is not None:
+                if body.is_complete and (not body_limit or body.total <= body_limit):
+                    data = body.take_all()
+                    if chunked:
+                        data = (b"%x\r\n%s\r\n" % (len(data), data) if data else b"") + (
+                            _trailer_block(body.trailers)
+                        )
+                    conn.write(data)
+                else:
+                    pump = asyncio.get_running_loop().create_task(
+                        self._pump(body, conn, chunked, body_limit)
+                    )
+            try:
+                start = await conn.response()
+            except KedgeError as exc:
+                if pump is not None and pump.done() and not pump.cancelled():
+                    client_error = pump.exception()
+                    if isinstance(client_error, KedgeError):
+                        raise client_error from None
+                if (
+                    reused
+                    and not conn.received_any
+                    and isinstance(exc, UpstreamReset)
+                    and body is None
+                    and ex.head.method in IDEMPOTENT_METHODS
+                ):
+                    raise _StaleConnection(exc) from None
+                raise
+            head = start.head
+            if head.status == 101:
+                self._switch_protocols(ex, pool, conn, head)
+                tunnel = True
+                return
+            headers = forward_response_headers(head.headers, request_id=ex.request_id)
+            ex.respond(ResponseHead(head.status, headers, head.reason), start.content_length,
+                       start.has_body)
+            if timeouts.idle > 0:
+                conn.set_deadline(timeouts.idle)
+            rbody = conn.body
+            if start.has_body and rbody is not None:
+                await self._stream_response(ex, conn, rbody, timeouts.idle)
+                if ex.finished:  # aborted mid-body
+                    return
+                ex.end(rbody.trailers)
+            else:
+                ex.end()
+            if pump is not None and not pump.done():
+                # The endpoint answered before taking the whole request body: the
+                # connection's framing is unknown now, so it is not reused.
+                conn.reusable = False
+            done = True
+        finally:
+            if pump is not None and not pump.done():
+                pump.cancel()
+            if tunnel:
+                pass  # the connection belongs to the tunnel now
+            elif done and conn.response_complete:
+                pool.release(conn)  # kept only if still reusable
+            else:
+                pool.discard(conn)
+
+    async def _stream_response(
+        self, ex: Exchange, conn: H1ClientConnection, rbody: BodyStream, idle: float
+    ) -> None:
+        try:
+            if rbody.is_complete:
+                data = rbody.take_all()
+                if data:
+                    await ex.send_body(data)
+                return
+            while True:
+                data = await rbody.read()
+                if not data:
+                    return
+                if idle > 0:
+                    conn.set_deadline(idle)
+                await ex.send_body(data)
+        except KedgeError as exc:
+            if not ex.head_sent or exc.kind == "client-disconnected":
+                raise
+            # The head is out: the only honest signal left is truncation (RFC 9112 §8).
+            ex.error_kind = exc.kind
+            log.info("response truncated: %s", exc.reason, extra={"request_id": ex.request_id})
+            ex.abort()
+            conn.abort()
+
+    async def _pump(
+        self, body: BodyStream, conn: H1ClientConnection, chunked: bool, body_limit: int
+    ) -> None:
+        """Request body from client to endpoint, with backpressure both ways."""
+        try:
+            while True:
+                data = await body.read()
+                if not data:
+                    break
+                if body_limit and body.total > body_limit:
+                    raise BodyTooLarge(f"request body larger than this route's limit of {body_limit} bytes")
+                conn.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+                await conn.drain()
+            if chunked:
+                conn.write(_trailer_block(body.trailers))
+        except KedgeError:
+            conn.abort()
+            raise
+
+    def _switch_protocols(
+        self, ex: Exchange, pool: EndpointPool, conn: H1ClientConnection, head: ResponseHead
+    ) -> None:
+        upgrade = header_value(head.headers, b"upgrade")
+        if ex.upgrade is None or upgrade is None or upgrade.strip().lower() != ex.upgrade:
+            # Go's ReverseProxy rule: switch only to the protocol that was asked for.
+            raise UpstreamProtocolError("endpoint switched to a protocol that was not requested")
+        headers = forward_response_headers(head.headers, request_id=ex.request_id, upgrade=ex.upgrade)
+        ex.respond(ResponseHead(101, headers, head.reason), None, has_body=False)
+        up_end = conn.tunnel_end()
+        client_end = ex.start_tunnel(up_end)
+        conn.start_tunnel(client_end)
+        ex.finished = True
+        pool.detach(conn)

@@ -1,0 +1,161 @@
+"""Warm keep-alive connection pools, one per endpoint.
+
+Idle connections are reused last-in-first-out (the warmest socket first; the coldest ones
+expire). A pool bounds its idle connections (`max_idle_per_endpoint`), closes those idle for
+longer than `idle_timeout` (through the deadline sweeper), and optionally bounds all its
+connections (`max_connections_per_endpoint`), making callers wait up to the connect timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+
+from kedge.core.codec.client_h1 import H1ClientConnection
+from kedge.core.deadlines import DeadlineSweeper
+from kedge.core.errors import UpstreamConnectError
+from kedge.edge.config import Address, PoolConfig
+
+__all__ = ["EndpointPool"]
+
+
+class EndpointPool:
+    def __init__(
+        self,
+        address: Address,
+        config: PoolConfig,
+        sweeper: DeadlineSweeper,
+        *,
+        connect_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        max_response_header_bytes: int = 65536,
+        on_connect: Callable[[], None] | None = None,
+    ) -> None:
+        self.address = address
+        self._on_connect = on_connect
+        self.key = str(address)
+        self._config = config
+        self._sweeper = sweeper
+        self._connect_timeout = connect_timeout
+        self._ssl = ssl_context
+        self._server_hostname = server_hostname
+        self._max_header_bytes = max_response_header_bytes
+        self._idle: deque[H1ClientConnection] = deque()
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self.open_connections = 0
+        self.opened_total = 0
+        self.closed = False
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    async def acquire(self) -> tuple[H1ClientConnection, bool]:
+        """A connection and whether it was reused from the idle set."""
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if conn.is_available:
+                conn.deadline = 0.0
+                return conn, True
+            self._forget(conn)
+        limit = self._config.max_connections_per_endpoint
+        if limit and self.open_connections >= limit:
+            await self._wait_for_slot()
+            return await self.acquire()
+        return await self.connect(), False
+
+    async def _wait_for_slot(self) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await fut
+        except TimeoutError:
+            raise UpstreamConnectError(
+                f"connection limit reached for endpoint {self.key}"
+            ) from None
+        finally:
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+
+    async def connect(self) -> H1ClientConnection:
+        """A new connection, bypassing the idle set."""
+        loop = asyncio.get_running_loop()
+        self.open_connections += 1
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: H1ClientConnection(self.key, self._sweeper, self._max_header_bytes),
+                    self.address.host,
+                    self.address.port,
+                    ssl=self._ssl,
+                    server_hostname=self._server_hostname if self._ssl else None,
+                )
+        except TimeoutError:
+            self._slot_freed()
+            raise UpstreamConnectError(
+                f"connect to {self.key} timed out after {self._connect_timeout:g}s"
+            ) from None
+        except ssl.SSLError as exc:
+            self._slot_freed()
+            raise UpstreamConnectError(f"TLS to {self.key} failed: {exc.reason or exc}") from None
+        except OSError as exc:
+            self._slot_freed()
+            raise UpstreamConnectError(
+                f"connect to {self.key} failed: {exc.strerror or exc}"
+            ) from None
+        self.opened_total += 1
+        if self._on_connect is not None:
+            self._on_connect()
+        return conn
+
+    def release(self, conn: H1ClientConnection) -> None:
+        """Return a connection after a complete exchange; keep it if it can be reused."""
+        if (
+            conn.is_available
+            and not self.closed
+            and len(self._idle) < self._config.max_idle_per_endpoint
+        ):
+            conn.idle_since = time.monotonic()
+            conn.set_deadline(self._config.idle_timeout)
+            self._idle.append(conn)
+            self._wake_waiter()
+            return
+        conn.close()  # a complete exchange: a graceful close is enough
+        self._forget(conn)
+
+    def discard(self, conn: H1ClientConnection) -> None:
+        """Drop a connection that is not coming back (error, not reusable): abort it."""
+        conn.abort()
+        self._forget(conn)
+
+    def detach(self, conn: H1ClientConnection) -> None:
+        """The connection leaves the pool alive (it became a tunnel)."""
+        self._forget(conn)
+
+    def _forget(self, conn: H1ClientConnection) -> None:
+        self._slot_freed()
+
+    def _slot_freed(self) -> None:
+        self.open_connections = max(0, self.open_connections - 1)
+        self._wake_waiter()
+
+    def _wake_waiter(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def close(self) -> None:
+        """Close idle connections; busy ones are discarded when released."""
+        self.closed = True
+        while self._idle:
+            conn = self._idle.pop()
+            conn.close()
+            self._forget(conn)

@@ -1,0 +1,217 @@
+"""The request pipeline's layers; `app.py` composes them once.
+
+Each layer is `async def __call__(exchange, next)` and either awaits `next` or raises a
+typed error. Order, outermost first: Observe (access log and metrics, so it sees the final
+status, including errors rendered below it) -> ErrorBoundary (the one place an error turns
+into a response) -> Dispatch (route, then forward).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from kedge.core.deadlines import DeadlineSweeper
+from kedge.core.errors import ClientDisconnected, InternalError, KedgeError, NoRoute
+from kedge.core.http.exchange import Exchange
+from kedge.edge.config import Address, AdhocRule, BackendTimeouts, PoolConfig, ProxyMode
+from kedge.edge.discovery.adhoc import match_adhoc, resolve_adhoc
+from kedge.edge.forwarding.forwarder import Forwarder
+from kedge.edge.forwarding.pool import EndpointPool
+from kedge.edge.observability.access_log import AccessLog
+from kedge.edge.observability.metrics import EdgeMetrics
+from kedge.edge.routing.table import RouteRequest
+from kedge.edge.state import EdgeState
+
+__all__ = ["AdhocPools", "Dispatch", "ErrorBoundary", "Handler", "Layer", "Observe", "compose"]
+
+log = logging.getLogger("kedge.edge")
+
+Handler = Callable[[Exchange], Awaitable[None]]
+
+
+class Layer(Protocol):
+    async def __call__(self, ex: Exchange, next: Handler) -> None: ...
+
+
+def compose(layers: Sequence[Layer], terminal: Handler) -> Handler:
+    """Fold layers around the terminal handler: layers[0] runs first."""
+    handler = terminal
+    for layer in reversed(layers):
+        handler = _bind(layer, handler)
+    return handler
+
+
+def _bind(layer: Layer, next_handler: Handler) -> Handler:
+    async def bound(ex: Exchange) -> None:
+        await layer(ex, next_handler)
+
+    return bound
+
+
+class Observe:
+    """One access-log line and the request metrics for every exchange, however it ended."""
+
+    def __init__(self, access_log: AccessLog, metrics: EdgeMetrics) -> None:
+        self._log = access_log
+        self._metrics = metrics
+
+    async def __call__(self, ex: Exchange, next: Handler) -> None:
+        try:
+            await next(ex)
+        except asyncio.CancelledError:
+            if not ex.finished:
+                ex.error_kind = ClientDisconnected.kind
+                if not ex.head_sent:
+                    ex.status = ClientDisconnected.http_status
+            raise
+        finally:
+            self._record(ex)
+
+    def _record(self, ex: Exchange) -> None:
+        duration = time.monotonic() - ex.started
+        m = self._metrics
+        status = ex.status
+        m.requests.labels(ex.listener, ex.route, ex.backend, str(status)).inc()
+        m.request_duration.labels(ex.route, ex.backend).observe(duration)
+        bytes_in = ex.body.total if ex.body is not None else 0
+        if bytes_in:
+            m.bytes_in.inc(bytes_in)
+        m.bytes_out.inc(ex.bytes_out)
+        if ex.error_kind is not None:
+            m.errors.labels(ex.error_kind).inc()
+        h = ex.head
+        self._log.record(
+            request_id=ex.request_id.decode("latin-1"),
+            client=f"{ex.client_ip}:{ex.client_port}",
+            listener=ex.listener,
+            method=h.method,
+            authority=h.authority,
+            path=h.path,
+            status=status,
+            bytes_in=bytes_in,
+            bytes_out=ex.bytes_out,
+            duration_ms=duration * 1000.0,
+            route=ex.route or None,
+            backend=ex.backend or None,
+            endpoint=ex.endpoint or None,
+            error_kind=ex.error_kind,
+        )
+
+
+class ErrorBoundary:
+    """Renders typed errors; turns anything else into a logged 500 with no traceback shown."""
+
+    async def __call__(self, ex: Exchange, next: Handler) -> None:
+        try:
+            await next(ex)
+        except KedgeError as exc:
+            self._answer(ex, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "internal error", extra={"request_id": ex.request_id.decode("latin-1")}
+            )
+            self._answer(
+                ex,
+                InternalError(f"internal error (request id {ex.request_id.decode('latin-1')})"),
+            )
+
+    @staticmethod
+    def _answer(ex: Exchange, error: KedgeError) -> None:
+        ex.error_kind = error.kind
+        if isinstance(error, ClientDisconnected):
+            if not ex.head_sent:
+                ex.status = error.http_status
+            ex.abort()
+        elif not ex.head_sent:
+            ex.send_error(error)
+        elif not ex.finished:
+            # Headers are out: truncation is the only honest signal left (RFC 9112 §8).
+            ex.abort()
+
+
+class AdhocPools:
+    """Connection pools for adhoc destinations, keyed by the resolved address."""
+
+    def __init__(self, sweeper: DeadlineSweeper, max_pools: int = 1024) -> None:
+        self._sweeper = sweeper
+        self._pools: dict[str, EndpointPool] = {}
+        self._max = max_pools
+
+    def pool(self, address: Address, rule: AdhocRule) -> EndpointPool:
+        key = str(address)
+        pool = self._pools.get(key)
+        if pool is None:
+            if len(self._pools) >= self._max:
+                # Evict the oldest pool (dict order is insertion order).
+                oldest = next(iter(self._pools))
+                self._pools.pop(oldest).close()
+            pool = EndpointPool(address, PoolConfig(), self._sweeper, connect_timeout=rule.connect_timeout)
+            self._pools[key] = pool
+        return pool
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+
+
+class Dispatch:
+    """The terminal handler: first-match routing (then adhoc rules), then forwarding."""
+
+    def __init__(
+        self,
+        state: Callable[[], EdgeState],
+        forwarder: Forwarder,
+        adhoc_pools: AdhocPools,
+    ) -> None:
+        self._state = state
+        self._forwarder = forwarder
+        self._adhoc = adhoc_pools
+
+    async def __call__(self, ex: Exchange) -> None:
+        state = self._state()  # one snapshot for the whole exchange, even across a reload
+        h = ex.head
+        mode = ProxyMode.FORWARD if h.absolute_form else ProxyMode.REVERSE
+        route = state.table.match(RouteRequest(h.host, h.port, h.path, mode, h.headers))
+        if route is None:
+            await self._adhoc_or_fail(ex, state)
+            return
+        ex.route = route.name
+        backend = state.backends[route.backend]
+        ex.backend = backend.name
+        limit = (
+            route.max_request_body_bytes
+            if route.max_request_body_bytes is not None
+            else state.config.limits.max_request_body_bytes
+        )
+        await self._forwarder.forward(ex, backend, limit)
+
+    async def _adhoc_or_fail(self, ex: Exchange, state: EdgeState) -> None:
+        h = ex.head
+        decision = match_adhoc(state.config.adhoc, h.host, h.port)
+        if decision is None:
+            raise NoRoute(f"no route for {h.authority}{h.path}")
+        address = await resolve_adhoc(decision)
+        ex.route = "adhoc"
+        ex.backend = "adhoc"
+        ex.endpoint = str(address)
+        pool = self._adhoc.pool(address, decision.rule)
+        head_bytes, chunked = self._forwarder.request_head(ex)
+        await self._forwarder.forward_to(
+            ex,
+            pool,
+            head_bytes,
+            chunked,
+            _ADHOC_TIMEOUTS,
+            state.config.limits.max_request_body_bytes,
+        )
+
+
+
+_ADHOC_TIMEOUTS = BackendTimeouts()

@@ -1,0 +1,1 @@
+"""Observability: metrics, access log and the admin listener."""

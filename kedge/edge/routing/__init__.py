@@ -1,0 +1,1 @@
+"""Routing: pure matchers and the compiled first-match route table."""

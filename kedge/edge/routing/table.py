@@ -1,0 +1,213 @@
+"""The compiled route table: first match in file order, found without scanning every route.
+
+Semantics are those of a linear scan: the first route, in list order, whose host, port,
+paths, headers and proxy mode all match the request wins. The table is compiled once per
+config (an immutable snapshot; a reload compiles a new one and swaps the reference) so the
+per-request cost does not grow with the number of routes:
+
+- exact hosts live in a dict; each entry is the host's *complete* candidate list: its own
+  routes, the wildcard routes whose suffix covers it, and (when there are few) the host-less
+  routes, merged by route index so file order is preserved. An exact hit is one dict lookup.
+- "*.suffix" routes live in a dict keyed by suffix; each entry is likewise pre-merged with
+  the wildcards on shorter suffixes and the host-less routes, so a wildcard hit walks the
+  request host's label suffixes, longest first, and stops at the first key found.
+- host-less routes are kept aside. If there are many, they are not copied into every entry
+  (that would cost memory per host) but merged by index at match time.
+
+Candidate lists are usually a handful of routes; only port, path, header and mode checks
+run per candidate, with regexes compiled here rather than at match time.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from kedge.core.errors import ConfigError
+from kedge.edge.config import ProxyMode, RouteConfig
+from kedge.edge.routing.rules import (
+    HeaderRule,
+    HostKind,
+    PathRules,
+    compile_header_match,
+    compile_host_pattern,
+    compile_path_rules,
+)
+
+__all__ = ["RouteRequest", "RouteTable"]
+
+# Up to this many host-less routes are copied into every host's candidate list.
+_MERGE_HOSTLESS_LIMIT = 32
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    """What routing looks at: canonical host and path, port, request form and headers.
+
+    `host` comes from `parse_authority` (lower case, no trailing dot, IPv6 unbracketed),
+    `path` from `canonical_path`; `mode` is REVERSE (origin-form) or FORWARD (absolute-form),
+    never ANY. Header names are lower-case bytes, values raw bytes, in arrival order.
+    """
+
+    host: str
+    port: int
+    path: str
+    mode: ProxyMode
+    headers: Sequence[tuple[bytes, bytes]] = ()
+
+
+class _Candidate:
+    """One route compiled for matching; the host was already matched by the table lookup.
+
+    Path rules are flattened onto the candidate (not a PathRules method call) because the
+    candidate loop is the hot path and a call costs more than the checks themselves.
+    """
+
+    __slots__ = ("any_path", "config", "exact_paths", "headers", "index", "mode", "port",
+                 "prefixes")  # fmt: skip
+
+    def __init__(
+        self,
+        index: int,
+        config: RouteConfig,
+        port: int | None,
+        mode: ProxyMode | None,
+        paths: PathRules | None,
+        headers: tuple[HeaderRule, ...],
+    ) -> None:
+        self.index = index
+        self.config = config
+        self.port = port
+        self.mode = mode  # None: any form
+        self.any_path = paths is None or paths.match_all
+        self.exact_paths = paths.exact if paths is not None else frozenset()
+        self.prefixes = paths.prefixes if paths is not None else ()
+        self.headers = headers
+
+
+def _index(candidate: _Candidate) -> int:
+    return candidate.index
+
+
+def _merge(lists: Iterable[Sequence[_Candidate]]) -> tuple[_Candidate, ...]:
+    """Merge index-sorted candidate lists into one index-sorted tuple (file order)."""
+    return tuple(heapq.merge(*lists, key=_index))
+
+
+def _proper_suffixes(host: str) -> list[str]:
+    """Label suffixes of `host`, longest first, excluding `host` itself: a.b.c -> [b.c, c]."""
+    out = []
+    dot = host.find(".")
+    while dot >= 0:
+        out.append(host[dot + 1 :])
+        dot = host.find(".", dot + 1)
+    return out
+
+
+class RouteTable:
+    """An immutable, compiled list of routes; `match` returns the first route that matches."""
+
+    __slots__ = ("_default", "_exact", "_hostless", "_merged", "_routes", "_suffix")
+
+    def __init__(
+        self,
+        routes: tuple[RouteConfig, ...],
+        exact: dict[str, tuple[_Candidate, ...]],
+        suffix: dict[str, tuple[_Candidate, ...]],
+        hostless: tuple[_Candidate, ...],
+        merged: bool,
+    ) -> None:
+        """Use `RouteTable.compile`; this constructor takes already-compiled parts."""
+        self._routes = routes
+        self._exact = exact
+        self._suffix = suffix
+        self._hostless = hostless
+        self._merged = merged  # True: host-less routes are inside every list above
+        self._default = hostless if merged else ()
+
+    @classmethod
+    def compile(cls, routes: Sequence[RouteConfig], *, source: str = "<routes>") -> RouteTable:
+        """Compile routes; raises ConfigError (naming `routes[i]...` in `source`) on bad rules."""
+        by_exact: dict[str, list[_Candidate]] = {}
+        by_suffix: dict[str, list[_Candidate]] = {}
+        hostless: list[_Candidate] = []
+        for index, route in enumerate(routes):
+            candidate = _compile_route(index, route, source)
+            if route.match.host is None:
+                hostless.append(candidate)
+                continue
+            try:
+                pattern = compile_host_pattern(route.match.host)
+            except ValueError as exc:
+                raise ConfigError(source, f"routes[{index}].match.host", str(exc)) from None
+            groups = by_exact if pattern.kind is HostKind.EXACT else by_suffix
+            groups.setdefault(pattern.value, []).append(candidate)
+
+        merged = len(hostless) <= _MERGE_HOSTLESS_LIMIT
+        tail: list[Sequence[_Candidate]] = [hostless] if merged else []
+
+        def complete(own: list[_Candidate], host: str) -> tuple[_Candidate, ...]:
+            # Wildcards keyed on any proper suffix of `host` also cover `host`.
+            wild = [by_suffix[s] for s in _proper_suffixes(host) if s in by_suffix]
+            return _merge([own, *wild, *tail])
+
+        exact = {host: complete(own, host) for host, own in by_exact.items()}
+        suffix = {sfx: complete(own, sfx) for sfx, own in by_suffix.items()}
+        return cls(tuple(routes), exact, suffix, tuple(hostless), merged)
+
+    @property
+    def routes(self) -> tuple[RouteConfig, ...]:
+        """The routes in file order, as given to `compile`."""
+        return self._routes
+
+    def __len__(self) -> int:
+        return len(self._routes)
+
+    def match(self, req: RouteRequest) -> RouteConfig | None:
+        """The first route (in list order) that matches `req`, or None."""
+        host = req.host
+        candidates: Iterable[_Candidate] | None = self._exact.get(host)
+        if candidates is None:
+            candidates = self._default
+            suffix = self._suffix
+            if suffix:
+                # Longest suffix first: its entry already holds the shorter suffixes' routes.
+                dot = host.find(".")
+                while dot >= 0:
+                    found = suffix.get(host[dot + 1 :])
+                    if found is not None:
+                        candidates = found
+                        break
+                    dot = host.find(".", dot + 1)
+        if not self._merged:
+            candidates = heapq.merge(candidates, self._hostless, key=_index)
+        port, mode, path = req.port, req.mode, req.path
+        for c in candidates:
+            if c.port is not None and c.port != port:
+                continue
+            if c.mode is not None and c.mode is not mode:
+                continue
+            if not (c.any_path or path in c.exact_paths or path.startswith(c.prefixes)):
+                continue
+            if c.headers and not all(rule.matches(req.headers) for rule in c.headers):
+                continue
+            return c.config
+        return None
+
+
+def _compile_route(index: int, route: RouteConfig, source: str) -> _Candidate:
+    match = route.match
+    key = f"routes[{index}].match"
+    try:
+        paths = compile_path_rules(match.paths)
+    except ValueError as exc:
+        raise ConfigError(source, f"{key}.paths", str(exc)) from None
+    headers = []
+    for j, header in enumerate(match.headers):
+        try:
+            headers.append(compile_header_match(header))
+        except ValueError as exc:
+            raise ConfigError(source, f"{key}.headers[{j}]", str(exc)) from None
+    mode = None if match.proxy_mode is ProxyMode.ANY else match.proxy_mode
+    return _Candidate(index, route, match.port, mode, paths, tuple(headers))
