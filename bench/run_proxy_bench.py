@@ -127,9 +127,14 @@ def start_targets(bench: Bench) -> Target:
         try:
             check_target(target)
         except (RuntimeError, OSError) as exc:
-            bench.skipped[target.name] = str(exc)
+            said = target.process.log_tail()
+            reason = f"first request failed: {exc}" + (f"\n{said}" if said else "")
+            bench.skipped[target.name] = reason
             bench.targets.remove(target)
-            print(f"SKIPPING {target.name}: {exc}", flush=True)
+            if target.name != "direct":  # the backend is needed by the others
+                target.process.stop()
+                bench.started.remove(target.process)
+            print(f"SKIPPING {target.name}: {reason}", flush=True)
     return backend
 
 

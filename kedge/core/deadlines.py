@@ -9,6 +9,7 @@ this sweeper calls `on_deadline()` on those whose time has passed. Granularity i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -54,8 +55,6 @@ class DeadlineSweeper:
     async def aclose(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None

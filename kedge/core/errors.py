@@ -221,7 +221,7 @@ class ConfigError(Exception):
 def all_error_kinds() -> dict[str, type[KedgeError]]:
     """Every concrete error kind, for the documented table and its test."""
     found: dict[str, type[KedgeError]] = {}
-    stack: list[type[KedgeError]] = [KedgeError]
+    stack: list[type[KedgeError]] = list(KedgeError.__subclasses__())
     while stack:
         cls = stack.pop()
         found.setdefault(cls.kind, cls)

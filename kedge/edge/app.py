@@ -9,6 +9,7 @@ new config, builds a new EdgeState and swaps one reference; SIGTERM drains.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -60,7 +61,9 @@ def _settings_for(listener: ListenerConfig, config: EdgeConfig) -> H1ServerSetti
 
 def _listener_body_limit(config: EdgeConfig) -> int:
     limits = [config.limits.max_request_body_bytes]
-    limits += [r.max_request_body_bytes for r in config.routes if r.max_request_body_bytes is not None]
+    limits += [
+        r.max_request_body_bytes for r in config.routes if r.max_request_body_bytes is not None
+    ]
     return 0 if 0 in limits else max(limits)
 
 
@@ -101,6 +104,9 @@ class EdgeApp:
         self.draining = False
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._no_connections = asyncio.Event()
+        self._no_connections.set()
         self._file_stamp = self._stamp()
         self.metrics.config_generation.set(1)
 
@@ -210,6 +216,7 @@ class EdgeApp:
 
         def on_open(conn: H1ServerConnection) -> None:
             self.connections.add(conn)
+            self._no_connections.clear()
             accepted.inc()
             active.inc()
             if self.draining:
@@ -217,6 +224,8 @@ class EdgeApp:
 
         def on_close(conn: H1ServerConnection) -> None:
             self.connections.discard(conn)
+            if not self.connections:
+                self._no_connections.set()
             active.dec()
 
         def factory() -> H1ServerConnection:
@@ -293,22 +302,32 @@ class EdgeApp:
             new = self._build_state(config, old.generation + 1, old)
         except ConfigError as exc:
             self.metrics.config_reloads.labels("failure").inc()
-            self.access_log.log_event("error", "config reload failed; keeping the old config",
-                                      reason=why, error=str(exc))
+            self.access_log.log_event(
+                "error", "config reload failed; keeping the old config", reason=why, error=str(exc)
+            )
             self.access_log.flush()
             return False
         self._apply_listener_changes(old.config, config)
         self.state = new  # the swap: new exchanges see the new table from here on
-        for name, b in new.backends.items():
+        for b in new.backends.values():
             b.start()
         loop = asyncio.get_running_loop()
         for name, b in old.backends.items():
             if new.backends.get(name) is not b:
-                loop.create_task(b.aclose())
+                # In-flight exchanges may still hold it: its pools close connections as
+                # they are released, and its resolver stops now.
+                task = loop.create_task(b.aclose())
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
         self.metrics.config_reloads.labels("success").inc()
         self.metrics.config_generation.set(new.generation)
-        self.access_log.log_event("info", "config reloaded", reason=why,
-                                  generation=new.generation, routes=len(config.routes))
+        self.access_log.log_event(
+            "info",
+            "config reloaded",
+            reason=why,
+            generation=new.generation,
+            routes=len(config.routes),
+        )
         self.access_log.flush()
         return True
 
@@ -345,9 +364,13 @@ class EdgeApp:
             server.close()
         for conn in list(self.connections):
             conn.begin_drain()
-        deadline = time.monotonic() + self.state.config.timeouts.drain
-        while self.connections and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        try:
+            async with asyncio.timeout(self.state.config.timeouts.drain):
+                await self._no_connections.wait()
+        except TimeoutError:
+            self.access_log.log_event(
+                "warning", "drain timeout: closing connections", connections=len(self.connections)
+            )
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
@@ -356,10 +379,8 @@ class EdgeApp:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
         self._tasks.clear()
         for server in self._servers.values():
             server.close()
@@ -387,4 +408,3 @@ class EdgeApp:
             await self.drain()
         finally:
             await self.aclose()
-

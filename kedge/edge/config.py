@@ -13,9 +13,9 @@ from enum import Enum
 from typing import Literal
 
 __all__ = [
+    "Address",
     "AdhocRule",
     "AdminConfig",
-    "Address",
     "BackendConfig",
     "BackendTimeouts",
     "BackendTlsConfig",

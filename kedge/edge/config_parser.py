@@ -240,8 +240,9 @@ def _check_address_clashes(f: Fields, config: EdgeConfig) -> None:
         if address.port == 0:
             continue
         if address in seen:
+            implicit = " (the default)" if node.path == "admin.address" and "admin" not in f else ""
             raise node.error(
-                f"address {address} is already used by {seen[address]}",
+                f"address {address}{implicit} is already used by {seen[address]}",
                 "give each listener, the admin server and demo_backend its own port",
             )
         seen[address] = node.path

@@ -113,9 +113,7 @@ class ErrorBoundary:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception(
-                "internal error", extra={"request_id": ex.request_id.decode("latin-1")}
-            )
+            log.exception("internal error", extra={"request_id": ex.request_id.decode("latin-1")})
             self._answer(
                 ex,
                 InternalError(f"internal error (request id {ex.request_id.decode('latin-1')})"),
@@ -151,7 +149,9 @@ class AdhocPools:
                 # Evict the oldest pool (dict order is insertion order).
                 oldest = next(iter(self._pools))
                 self._pools.pop(oldest).close()
-            pool = EndpointPool(address, PoolConfig(), self._sweeper, connect_timeout=rule.connect_timeout)
+            pool = EndpointPool(
+                address, PoolConfig(), self._sweeper, connect_timeout=rule.connect_timeout
+            )
             self._pools[key] = pool
         return pool
 
@@ -211,7 +211,6 @@ class Dispatch:
             _ADHOC_TIMEOUTS,
             state.config.limits.max_request_body_bytes,
         )
-
 
 
 _ADHOC_TIMEOUTS = BackendTimeouts()

@@ -119,6 +119,7 @@ def test_duration_has_three_decimals(duration_ms: float, logged: float) -> None:
         (T0 + 0.9999, "2023-11-14T22:13:20.999Z"),  # truncated, never rounded into the next second
         (T0 + 1.0625, "2023-11-14T22:13:21.062Z"),
         (951782400.5, "2000-02-29T00:00:00.500Z"),
+        (0.9999999, "1970-01-01T00:00:00.999Z"),
     ],
 )
 def test_rfc3339_millis(timestamp: float, text: str) -> None:
@@ -127,12 +128,15 @@ def test_rfc3339_millis(timestamp: float, text: str) -> None:
 
 def test_timestamps_follow_the_clock_across_seconds() -> None:
     stream = io.BytesIO()
-    log = AccessLog(stream, FakeClock(T0 + 0.5, T0 + 0.75, T0 + 1.25, T0 + 61.0))
-    for _ in range(4):
+    times = (T0 + 0.5001, T0 + 0.5009, T0 + 0.5015, T0 + 0.75, T0 + 1.25, T0 + 61.0)
+    log = AccessLog(stream, FakeClock(*times))
+    for _ in range(len(times)):
         log.record(**_request())
     log.flush()
     assert [line["time"] for line in _lines(stream)] == [
         "2023-11-14T22:13:20.500Z",
+        "2023-11-14T22:13:20.500Z",  # same millisecond: the cached stamp
+        "2023-11-14T22:13:20.501Z",
         "2023-11-14T22:13:20.750Z",
         "2023-11-14T22:13:21.250Z",
         "2023-11-14T22:14:21.000Z",
@@ -253,7 +257,7 @@ def test_lone_surrogates_from_the_client_are_escaped_not_fatal() -> None:
     assert errors.getvalue() == ""
 
 
-def test_broken_clock_drops_lines_and_says_so_once() -> None:
+def test_broken_clock_keeps_lines_without_time_and_says_so_once() -> None:
     def clock() -> float:
         raise RuntimeError("clock gone")
 
@@ -262,10 +266,22 @@ def test_broken_clock_drops_lines_and_says_so_once() -> None:
     log = AccessLog(stream, clock, error_stream=errors)
     for _ in range(3):
         log.record(**_request())
+    log.log_event("info", "still here")
     log.flush()
-    assert stream.getvalue() == b""
+    lines = _lines(stream)
+    assert [line["time"] for line in lines] == [None] * 4
+    assert lines[0]["request_id"] == "req-1"
     assert len(errors.getvalue().splitlines()) == 1
     assert "clock gone" in errors.getvalue()
+
+
+def test_non_finite_duration_is_null_not_fatal() -> None:
+    stream = io.BytesIO()
+    log = AccessLog(stream, FakeClock())
+    log.record(**_request(duration_ms=float("nan")))
+    log.record(**_request(duration_ms=float("inf")))
+    log.flush()
+    assert [line["duration_ms"] for line in _lines(stream)] == [None, None]
 
 
 @given(path=st.text(), authority=st.text(), method=st.text(max_size=10))

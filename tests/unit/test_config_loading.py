@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from pathlib import Path
 
 import pytest
@@ -200,6 +201,27 @@ def test_parse_address_rejects(value: object, problem: str, fix: str) -> None:
 )
 def test_is_dns_name(name: str, valid: bool) -> None:
     assert is_dns_name(name) is valid
+
+
+@given(st.one_of(st.text(max_size=30), st.integers(), st.floats(), st.none(), st.booleans()))
+def test_parsers_fail_only_with_invalid_value(value: object) -> None:
+    # Whatever an operator writes, the answer is a sane value or an InvalidValue (a ConfigError
+    # once Node adds the key path), never another exception.
+    try:
+        seconds = parse_duration(value)
+        assert seconds >= 0 and math.isfinite(seconds)
+    except InvalidValue as exc:
+        assert exc.problem and exc.fix
+    try:
+        size = parse_size(value)
+        assert isinstance(size, int) and size >= 0
+    except InvalidValue as exc:
+        assert exc.problem and exc.fix
+    try:
+        host, port = parse_address(value)
+        assert host and 1 <= port <= 65535
+    except InvalidValue as exc:
+        assert exc.problem and exc.fix
 
 
 # --- the walker -------------------------------------------------------------------------

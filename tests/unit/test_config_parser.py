@@ -406,6 +406,13 @@ BAD: list[tuple[str, object, str, str, str]] = [
         "its own port",
     ),
     (
+        "default admin address taken by a listener",
+        _with(listeners=[{"address": "127.0.0.1:9901"}]),
+        "admin.address",
+        "address 127.0.0.1:9901 (the default) is already used by listeners[0].address",
+        "its own port",
+    ),
+    (
         "admin on a listener's address",
         _with(admin={"address": "127.0.0.1:8080"}),
         "admin.address",

@@ -394,7 +394,7 @@ def _as_routes(matches: list[RouteMatch]) -> list[RouteConfig]:
 
 
 @settings(max_examples=300)
-@given(st.lists(_routes, max_size=12), st.lists(_requests, min_size=1, max_size=8))
+@given(st.lists(_routes, max_size=20), st.lists(_requests, min_size=1, max_size=8))
 def test_table_equals_brute_force(matches: list[RouteMatch], requests: list[RouteRequest]) -> None:
     routes = _as_routes(matches)
     table = RouteTable.compile(routes)
@@ -420,3 +420,62 @@ def test_table_equals_brute_force_with_many_hostless(
     table = RouteTable.compile(routes)
     for r in requests:
         assert table.match(r) is brute_force(routes, r)
+
+
+def test_many_paths_on_one_host() -> None:
+    """A gateway host with many path routes: the first-segment index keeps file order."""
+    routes = [
+        route("v1-exact", host="gw.test", paths=("/svc3/v1",)),
+        *[route(f"svc{i}", host="gw.test", paths=(f"/svc{i}/*",)) for i in range(30)],
+        route("root", host="gw.test", paths=("/",)),
+        route("header-any-path", host="gw.test", headers=(HeaderMatch("x-debug"),)),
+        route("deep", host="gw.test", paths=("/svc40/a/b/*",)),
+        route("fallback", host="gw.test", paths=("/*",)),
+    ]
+    table = RouteTable.compile(routes)
+    assert name_of(table, req("gw.test", "/svc3/v1")) == "v1-exact"
+    assert name_of(table, req("gw.test", "/svc3/v2")) == "svc3"
+    assert name_of(table, req("gw.test", "/svc3")) == "svc3"
+    assert name_of(table, req("gw.test", "/svc29/x/y")) == "svc29"
+    assert name_of(table, req("gw.test", "/svc30/x")) == "fallback"
+    assert name_of(table, req("gw.test", "/")) == "root"
+    assert name_of(table, req("gw.test", "/svc40/a/b")) == "deep"
+    assert name_of(table, req("gw.test", "/svc40/a")) == "fallback"
+    assert (
+        name_of(table, req("gw.test", "/nope", headers=[(b"x-debug", b"1")])) == "header-any-path"
+    )
+    assert name_of(table, req("gw.test", "/svc5/x", headers=[(b"x-debug", b"1")])) == "svc5"
+
+
+_gateway_routes = st.builds(
+    lambda port, paths, headers: RouteMatch("gw.test", port, paths, headers),
+    st.sampled_from([None, None, 8080]),
+    st.lists(st.sampled_from([*RULES, "/b/*", "/b", "/c/d/*", "/c/d", "/e/*"]), max_size=2).map(
+        tuple
+    ),
+    st.lists(st.sampled_from(HEADER_MATCHES), max_size=1).map(tuple),
+)
+_gateway_requests = st.builds(
+    req,
+    st.just("gw.test"),
+    st.sampled_from([*PATHS, "/b", "/b/x", "/bx", "/c", "/c/d", "/c/d/e", "/c/e", "/e", "/f"]),
+    st.sampled_from([80, 8080]),
+    st.just(REVERSE),
+    st.lists(st.sampled_from(HEADER_VALUES), max_size=2),
+)
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(_gateway_routes, min_size=9, max_size=30),
+    st.lists(_gateway_requests, min_size=1, max_size=10),
+)
+def test_path_index_equals_brute_force(
+    matches: list[RouteMatch], requests: list[RouteRequest]
+) -> None:
+    """More than 8 routes on one host (and as many host-less ones): the indexed lookups."""
+    hostless = [RouteMatch(None, m.port, m.paths, m.headers) for m in matches]
+    for routes in (_as_routes(matches), _as_routes(hostless), _as_routes(matches + hostless)):
+        table = RouteTable.compile(routes)
+        for r in requests:
+            assert table.match(r) is brute_force(routes, r)

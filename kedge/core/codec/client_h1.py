@@ -88,6 +88,7 @@ class H1ClientConnection(asyncio.Protocol):
         self._tunnel: TunnelEnd | None = None
         self._tunnel_prefix = b""
         self._error: KedgeError | None = None
+        self._response_timeout = 0.0
 
     # -- asyncio.Protocol ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -112,8 +113,12 @@ class H1ClientConnection(asyncio.Protocol):
                 self.response_complete = True
                 body.feed_eof()
             else:
-                body.feed_error(self._error or UpstreamReset("endpoint closed the connection mid-body"))
-        self._fail_head(self._error or UpstreamReset("endpoint closed the connection before responding"))
+                body.feed_error(
+                    self._error or UpstreamReset("endpoint closed the connection mid-body")
+                )
+        self._fail_head(
+            self._error or UpstreamReset("endpoint closed the connection before responding")
+        )
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -258,7 +263,11 @@ class H1ClientConnection(asyncio.Protocol):
 
     def on_deadline(self) -> None:
         if self._head_waiter is not None or (self.body is not None and not self.response_complete):
-            self._error = self._deadline_error or UpstreamTimeout("endpoint did not answer in time")
+            self._error = self._deadline_error or UpstreamTimeout(
+                f"endpoint sent no response head within {self._response_timeout:g}s"
+                if self._head_waiter is not None
+                else "endpoint went idle mid-response"
+            )
             self._fail_head(self._error)
             if self.body is not None:
                 self.body.feed_error(self._error)
@@ -295,10 +304,9 @@ class H1ClientConnection(asyncio.Protocol):
         self._error = None
         self._parser = httptools.HttpResponseParser(self) if self.requests > 1 else self._parser
         self._head_waiter = asyncio.get_running_loop().create_future()
-        self.set_deadline(
-            response_timeout,
-            UpstreamTimeout(f"endpoint sent no response head within {response_timeout:g}s"),
-        )
+        # The error is built only if the deadline fires: no allocation per request.
+        self._response_timeout = response_timeout
+        self.set_deadline(response_timeout)
         self.transport.write(head_bytes)
 
     def write(self, data: bytes) -> None:

@@ -18,8 +18,8 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import cast
 from dataclasses import dataclass
+from typing import cast
 
 import httptools
 
@@ -398,7 +398,9 @@ class H1ServerConnection(asyncio.Protocol):
         if limit and content_length is not None and content_length > limit:
             # RFC 9110 §15.5.14: refuse before reading a byte; with Expect the client
             # has not sent the body yet.
-            raise BodyTooLarge(f"Content-Length {content_length} exceeds the limit of {limit} bytes")
+            raise BodyTooLarge(
+                f"Content-Length {content_length} exceeds the limit of {limit} bytes"
+            )
         if expect is not None and version == "1.1" and expect != b"100-continue":
             raise ExpectationFailed("only Expect: 100-continue is supported")
         ws_upgrade: bytes | None = None

@@ -30,8 +30,9 @@ class TunnelEnd(Protocol):
 class ResponseChannel(Protocol):
     """What a server codec provides to answer one exchange."""
 
-    def send_head(self, ex: Exchange, head: ResponseHead, content_length: int | None,
-                  has_body: bool) -> None: ...
+    def send_head(
+        self, ex: Exchange, head: ResponseHead, content_length: int | None, has_body: bool
+    ) -> None: ...
     def send_interim(self, ex: Exchange, head: ResponseHead) -> None: ...
     async def send_body(self, ex: Exchange, data: bytes) -> None: ...
     def end(self, ex: Exchange, trailers: Headers | None) -> None: ...
@@ -94,7 +95,9 @@ class Exchange:
         self.endpoint = ""
         self.error_kind: str | None = None
 
-    def respond(self, head: ResponseHead, content_length: int | None, has_body: bool = True) -> None:
+    def respond(
+        self, head: ResponseHead, content_length: int | None, has_body: bool = True
+    ) -> None:
         """Send the response head. `content_length` None with a body means unknown length."""
         self.status = head.status
         self.head_sent = True

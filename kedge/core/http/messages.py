@@ -85,13 +85,17 @@ class RequestHead:
         return f"{self.path}?{self.query}" if self.query else self.path
 
     def __repr__(self) -> str:
-        return f"RequestHead({self.method} {self.authority}{self.path_and_query} HTTP/{self.version})"
+        return (
+            f"RequestHead({self.method} {self.authority}{self.path_and_query} HTTP/{self.version})"
+        )
 
 
 class ResponseHead:
     __slots__ = ("headers", "reason", "status", "version")
 
-    def __init__(self, status: int, headers: Headers, reason: bytes = b"", version: str = "1.1") -> None:
+    def __init__(
+        self, status: int, headers: Headers, reason: bytes = b"", version: str = "1.1"
+    ) -> None:
         self.status = status
         self.headers = headers
         self.reason = reason

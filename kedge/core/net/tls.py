@@ -11,7 +11,9 @@ import ssl
 __all__ = ["client_context", "server_context"]
 
 
-def server_context(cert_file: str, key_file: str, alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLContext:
+def server_context(
+    cert_file: str, key_file: str, alpn: tuple[str, ...] = ("http/1.1",)
+) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION

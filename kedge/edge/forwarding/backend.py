@@ -9,6 +9,7 @@ backend unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Callable, Collection
@@ -116,7 +117,9 @@ class Backend:
                 self._sweeper,
                 connect_timeout=self.config.timeouts.connect,
                 ssl_context=self._ssl,
-                server_hostname=(tls.server_name if tls and tls.server_name else endpoint.address.host),
+                server_hostname=(
+                    tls.server_name if tls and tls.server_name else endpoint.address.host
+                ),
                 max_response_header_bytes=self._max_header_bytes,
                 on_connect=self._on_connect,
             )
@@ -127,10 +130,8 @@ class Backend:
     async def aclose(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         for pool in self.pools.values():
             pool.close()

@@ -31,7 +31,7 @@ from kedge.edge.config import BackendTimeouts
 from kedge.edge.forwarding.backend import Backend
 from kedge.edge.forwarding.pool import EndpointPool
 
-__all__ = ["Forwarder", "IDEMPOTENT_METHODS"]
+__all__ = ["IDEMPOTENT_METHODS", "Forwarder"]
 
 log = logging.getLogger("kedge.forward")
 
@@ -89,7 +89,9 @@ class Forwarder:
         if body_limit and ex.body is not None:
             cl = header_value(ex.head.headers, b"content-length")
             if cl is not None and int(cl) > body_limit:
-                raise BodyTooLarge(f"Content-Length {int(cl)} exceeds this route's limit of {body_limit} bytes")
+                raise BodyTooLarge(
+                    f"Content-Length {int(cl)} exceeds this route's limit of {body_limit} bytes"
+                )
         head_bytes, chunked = self.request_head(ex)
         timeouts = backend.config.timeouts
         attempts = max(1, backend.config.retries.attempts)
@@ -200,8 +202,11 @@ class Forwarder:
                 tunnel = True
                 return
             headers = forward_response_headers(head.headers, request_id=ex.request_id)
-            ex.respond(ResponseHead(head.status, headers, head.reason), start.content_length,
-                       start.has_body)
+            ex.respond(
+                ResponseHead(head.status, headers, head.reason),
+                start.content_length,
+                start.has_body,
+            )
             if timeouts.idle > 0:
                 conn.set_deadline(timeouts.idle)
             rbody = conn.body
@@ -262,7 +267,9 @@ class Forwarder:
                 if not data:
                     break
                 if body_limit and body.total > body_limit:
-                    raise BodyTooLarge(f"request body larger than this route's limit of {body_limit} bytes")
+                    raise BodyTooLarge(
+                        f"request body larger than this route's limit of {body_limit} bytes"
+                    )
                 conn.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
                 await conn.drain()
             if chunked:
@@ -278,7 +285,9 @@ class Forwarder:
         if ex.upgrade is None or upgrade is None or upgrade.strip().lower() != ex.upgrade:
             # Go's ReverseProxy rule: switch only to the protocol that was asked for.
             raise UpstreamProtocolError("endpoint switched to a protocol that was not requested")
-        headers = forward_response_headers(head.headers, request_id=ex.request_id, upgrade=ex.upgrade)
+        headers = forward_response_headers(
+            head.headers, request_id=ex.request_id, upgrade=ex.upgrade
+        )
         ex.respond(ResponseHead(101, headers, head.reason), None, has_body=False)
         up_end = conn.tunnel_end()
         client_end = ex.start_tunnel(up_end)

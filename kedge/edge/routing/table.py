@@ -13,6 +13,8 @@ per-request cost does not grow with the number of routes:
   request host's label suffixes, longest first, and stops at the first key found.
 - host-less routes are kept aside. If there are many, they are not copied into every entry
   (that would cost memory per host) but merged by index at match time.
+- a long candidate list (one host serving many paths, or many host-less routes) is split
+  by the first path segment, so the scan stays short however many paths a host has.
 
 Candidate lists are usually a handful of routes; only port, path, header and mode checks
 run per candidate, with regexes compiled here rather than at match time.
@@ -39,6 +41,8 @@ __all__ = ["RouteRequest", "RouteTable"]
 
 # Up to this many host-less routes are copied into every host's candidate list.
 _MERGE_HOSTLESS_LIMIT = 32
+# Candidate lists longer than this get an index by the request path's first segment.
+_PATH_INDEX_MIN = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,12 @@ class RouteRequest:
     headers: Sequence[tuple[bytes, bytes]] = ()
 
 
+def _first_segment(path: str) -> str:
+    """First path segment ("/a/b" -> "a", "/" -> ""); every path a rule matches shares it."""
+    end = path.find("/", 1)
+    return path[1:end] if end > 0 else path[1:]
+
+
 class _Candidate:
     """One route compiled for matching; the host was already matched by the table lookup.
 
@@ -65,7 +75,7 @@ class _Candidate:
     """
 
     __slots__ = ("any_path", "config", "exact_paths", "headers", "index", "mode", "port",
-                 "prefixes")  # fmt: skip
+                 "prefixes", "segments")  # fmt: skip
 
     def __init__(
         self,
@@ -84,15 +94,53 @@ class _Candidate:
         self.exact_paths = paths.exact if paths is not None else frozenset()
         self.prefixes = paths.prefixes if paths is not None else ()
         self.headers = headers
+        # First segments of the paths this route can match; None: any path. Prefix bases are
+        # in `exact_paths`, and "/p/*" only matches paths whose first segment is that of "/p".
+        self.segments: frozenset[str] | None = (
+            None if self.any_path else frozenset(map(_first_segment, self.exact_paths))
+        )
 
 
 def _index(candidate: _Candidate) -> int:
     return candidate.index
 
 
-def _merge(lists: Iterable[Sequence[_Candidate]]) -> tuple[_Candidate, ...]:
+def _merge(lists: Sequence[Sequence[_Candidate]]) -> tuple[_Candidate, ...]:
     """Merge index-sorted candidate lists into one index-sorted tuple (file order)."""
+    lists = [part for part in lists if part]
+    if len(lists) == 1:
+        return tuple(lists[0])
     return tuple(heapq.merge(*lists, key=_index))
+
+
+class _PathIndex:
+    """A long candidate list split by the request path's first segment, order kept.
+
+    Used when one host (or the host-less group) has many routes, typically one path rule
+    each, so the per-request scan stays short however many paths a host serves.
+    """
+
+    __slots__ = ("by_segment", "default")
+
+    def __init__(self, candidates: Sequence[_Candidate]) -> None:
+        unkeyed = [c for c in candidates if c.segments is None]
+        keyed: dict[str, list[_Candidate]] = {}
+        for c in candidates:
+            for segment in c.segments or ():
+                keyed.setdefault(segment, []).append(c)
+        self.by_segment = {seg: _merge([own]) for seg, own in keyed.items()}
+        self.default = tuple(unkeyed)
+
+    def select(self, path: str) -> tuple[_Candidate, ...]:
+        end = path.find("/", 1)
+        return self.by_segment.get(path[1:end] if end > 0 else path[1:], self.default)
+
+
+_Lookup = tuple[_Candidate, ...] | _PathIndex
+
+
+def _lookup(candidates: tuple[_Candidate, ...]) -> _Lookup:
+    return candidates if len(candidates) <= _PATH_INDEX_MIN else _PathIndex(candidates)
 
 
 def _proper_suffixes(host: str) -> list[str]:
@@ -113,9 +161,9 @@ class RouteTable:
     def __init__(
         self,
         routes: tuple[RouteConfig, ...],
-        exact: dict[str, tuple[_Candidate, ...]],
-        suffix: dict[str, tuple[_Candidate, ...]],
-        hostless: tuple[_Candidate, ...],
+        exact: dict[str, _Lookup],
+        suffix: dict[str, _Lookup],
+        hostless: _Lookup,
         merged: bool,
     ) -> None:
         """Use `RouteTable.compile`; this constructor takes already-compiled parts."""
@@ -123,8 +171,8 @@ class RouteTable:
         self._exact = exact
         self._suffix = suffix
         self._hostless = hostless
-        self._merged = merged  # True: host-less routes are inside every list above
-        self._default = hostless if merged else ()
+        self._merged = merged  # True: host-less routes are inside every lookup above
+        self._default: _Lookup = hostless if merged else ()
 
     @classmethod
     def compile(cls, routes: Sequence[RouteConfig], *, source: str = "<routes>") -> RouteTable:
@@ -145,16 +193,16 @@ class RouteTable:
             groups.setdefault(pattern.value, []).append(candidate)
 
         merged = len(hostless) <= _MERGE_HOSTLESS_LIMIT
-        tail: list[Sequence[_Candidate]] = [hostless] if merged else []
+        tail = hostless if merged else []
 
-        def complete(own: list[_Candidate], host: str) -> tuple[_Candidate, ...]:
+        def complete(own: list[_Candidate], host: str) -> _Lookup:
             # Wildcards keyed on any proper suffix of `host` also cover `host`.
             wild = [by_suffix[s] for s in _proper_suffixes(host) if s in by_suffix]
-            return _merge([own, *wild, *tail])
+            return _lookup(_merge([own, *wild, tail]))
 
         exact = {host: complete(own, host) for host, own in by_exact.items()}
         suffix = {sfx: complete(own, sfx) for sfx, own in by_suffix.items()}
-        return cls(tuple(routes), exact, suffix, tuple(hostless), merged)
+        return cls(tuple(routes), exact, suffix, _lookup(tuple(hostless)), merged)
 
     @property
     def routes(self) -> tuple[RouteConfig, ...]:
@@ -167,22 +215,29 @@ class RouteTable:
     def match(self, req: RouteRequest) -> RouteConfig | None:
         """The first route (in list order) that matches `req`, or None."""
         host = req.host
-        candidates: Iterable[_Candidate] | None = self._exact.get(host)
-        if candidates is None:
-            candidates = self._default
+        found = self._exact.get(host)
+        if found is None:
+            found = self._default
             suffix = self._suffix
             if suffix:
                 # Longest suffix first: its entry already holds the shorter suffixes' routes.
                 dot = host.find(".")
                 while dot >= 0:
-                    found = suffix.get(host[dot + 1 :])
-                    if found is not None:
-                        candidates = found
+                    hit = suffix.get(host[dot + 1 :])
+                    if hit is not None:
+                        found = hit
                         break
                     dot = host.find(".", dot + 1)
+        path = req.path
+        candidates: Iterable[_Candidate] = (
+            found.select(path) if isinstance(found, _PathIndex) else found
+        )
         if not self._merged:
-            candidates = heapq.merge(candidates, self._hostless, key=_index)
-        port, mode, path = req.port, req.mode, req.path
+            hostless = self._hostless
+            extra = hostless.select(path) if isinstance(hostless, _PathIndex) else hostless
+            if extra:
+                candidates = heapq.merge(candidates, extra, key=_index)
+        port, mode = req.port, req.mode
         for c in candidates:
             if c.port is not None and c.port != port:
                 continue
