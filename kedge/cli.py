@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="edge YAML config file")
     serve.add_argument("--access-log", default="-", help="access log file ('-' = stdout)")
     serve.add_argument("--log-level", default="info", help="operational log level (stderr)")
+    serve.add_argument(
+        "--watch-interval",
+        type=float,
+        default=1.0,
+        help="seconds between checks of the config file for changes (0 = only SIGHUP reloads)",
+    )
     check = sub.add_parser("check", help="validate a config file and exit 0 (valid) or 1")
     check.add_argument("--config", required=True, help="edge YAML config file")
     return p
@@ -61,11 +67,15 @@ def _load(path: str | None) -> EdgeConfig:
     return embedded_demo_config() if path is None else load_edge_config(path)
 
 
-def _run_serve(config: EdgeConfig, path: str | None, access_log: IO[bytes]) -> int:
+def _run_serve(
+    config: EdgeConfig, path: str | None, access_log: IO[bytes], watch_interval: float = 1.0
+) -> int:
     from kedge.edge.app import EdgeApp
 
     async def run() -> None:
-        app = EdgeApp(config, config_path=path, access_log_stream=access_log)
+        app = EdgeApp(
+            config, config_path=path, access_log_stream=access_log, watch_interval=watch_interval
+        )
         await app.serve()
 
     try:
@@ -104,6 +114,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.access_log == "-":
         stream: IO[bytes] = sys.stdout.buffer
-        return _run_serve(config, args.config, stream)
+        return _run_serve(config, args.config, stream, args.watch_interval)
     with open(args.access_log, "ab") as f:
-        return _run_serve(config, args.config, f)
+        return _run_serve(config, args.config, f, args.watch_interval)

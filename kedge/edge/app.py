@@ -40,6 +40,10 @@ __all__ = ["EdgeApp"]
 
 log = logging.getLogger("kedge.edge")
 
+# A reload waits this long for the resolvers of new backends to publish before it swaps
+# (swapping earlier would answer 503 no-endpoints until they do); then it swaps anyway.
+_RELOAD_SYNC_TIMEOUT = 5.0
+
 
 def _settings_for(listener: ListenerConfig, config: EdgeConfig) -> H1ServerSettings:
     lim, tmo = config.limits, config.timeouts
@@ -105,6 +109,9 @@ class EdgeApp:
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._retiring: set[asyncio.Task[None]] = set()
+        self._reloads: set[asyncio.Task[bool]] = set()
+        self._reload_lock = asyncio.Lock()
+        self._resolver_progress = asyncio.Event()  # set whenever a resolver publishes
         self._no_connections = asyncio.Event()
         self._no_connections.set()
         self._file_stamp = self._stamp()
@@ -114,6 +121,7 @@ class EdgeApp:
     def _make_backend_on_change(self) -> Callable[[Backend], None]:
         def on_change(backend: Backend) -> None:
             self.metrics.backend_endpoints.labels(backend.name).set(len(backend.endpoints.ready))
+            self._resolver_progress.set()
 
         return on_change
 
@@ -288,29 +296,73 @@ class EdgeApp:
             await asyncio.sleep(self._watch_interval)
             stamp = self._stamp()
             if stamp is not None and stamp != self._file_stamp:
-                self._file_stamp = stamp
-                self.reload("file changed")
+                await self.reload("file changed")
 
-    def reload(self, why: str = "SIGHUP") -> bool:
-        """Validate the config file and swap it in; a bad file keeps the old config."""
+    def _reload_soon(self, why: str) -> None:
+        """Run a reload from a signal handler (which cannot await)."""
+        task = asyncio.get_running_loop().create_task(self.reload(why))
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _wait_synced(self, backends: list[Backend], seconds: float) -> list[str]:
+        """Wait until each backend's resolver has published once; the names still pending."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            pending = [b.name for b in backends if not b.synced]
+            remaining = deadline - loop.time()
+            if not pending or remaining <= 0:
+                return pending
+            self._resolver_progress.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._resolver_progress.wait()
+
+    async def reload(self, why: str = "SIGHUP") -> bool:
+        """Validate the config file and swap it in; a bad file keeps the old config.
+
+        Reloads run one at a time. New backends start first and the swap waits (bounded)
+        until their resolvers have published, so no request meets an empty endpoint set.
+        """
+        async with self._reload_lock:
+            return await self._reload(why)
+
+    async def _reload(self, why: str) -> bool:
         if self.config_path is None:
             self.access_log.log_event("warning", "reload ignored: no config file", reason=why)
             return False
+        # Stamp before reading: the watcher then skips the file this reload reads (a SIGHUP
+        # after a write reloads once), and a write after the stamp still triggers a reload.
+        self._file_stamp = self._stamp()
         try:
             config = load_edge_config(self.config_path)
             old = self.state
             new = self._build_state(config, old.generation + 1, old)
-        except ConfigError as exc:
+        except (ConfigError, OSError) as exc:
+            # OSError: the file parsed, but a backend could not be built from it (e.g. a CA
+            # file with no certificate in it; ssl.SSLError is an OSError).
+            error = str(exc) if isinstance(exc, ConfigError) else f"{self.config_path}: {exc}"
             self.metrics.config_reloads.labels("failure").inc()
             self.access_log.log_event(
-                "error", "config reload failed; keeping the old config", reason=why, error=str(exc)
+                "error", "config reload failed; keeping the old config", reason=why, error=error
             )
             self.access_log.flush()
             return False
+        fresh = [b for n, b in new.backends.items() if old.backends.get(n) is not b]
+        try:
+            for b in fresh:
+                b.start()
+            pending = await self._wait_synced(fresh, _RELOAD_SYNC_TIMEOUT)
+        except BaseException:  # cancelled (shutdown): the new state never goes live
+            for b in fresh:
+                await b.aclose()
+            raise
+        if pending:
+            self.access_log.log_event(
+                "warning", "reloading before these backends resolved", backends=pending
+            )
         self._apply_listener_changes(old.config, config)
         self.state = new  # the swap: new exchanges see the new table from here on
-        for b in new.backends.values():
-            b.start()
         loop = asyncio.get_running_loop()
         for name, b in old.backends.items():
             if new.backends.get(name) is not b:
@@ -344,7 +396,7 @@ class EdgeApp:
     # -- shutdown -------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: self.reload("SIGHUP"))
+        loop.add_signal_handler(signal.SIGHUP, self._reload_soon, "SIGHUP")
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
 
@@ -376,6 +428,10 @@ class EdgeApp:
                 conn.transport.abort()
 
     async def aclose(self) -> None:
+        for reload in list(self._reloads):
+            reload.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reload
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -66,20 +66,22 @@ async def _get(port: int, path: str, method: str = "GET") -> tuple[int, str, byt
 
 async def _curl(port: int, path: str) -> tuple[int, str, bytes]:
     """Status, Content-Type and body as curl sees them."""
+    # -i puts the head on stdout before the body (curl 7.88 segfaulted writing the head
+    # with -D /dev/stderr under pytest).
     proc = await asyncio.create_subprocess_exec(
-        "curl", "-sS", "--max-time", "5", "-o", "-", "-D", "/dev/stderr",
-        f"http://127.0.0.1:{port}{path}",
+        "curl", "-sS", "-i", "--max-time", "5", f"http://127.0.0.1:{port}{path}",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), timeout=10)
     assert proc.returncode == 0, err
-    head = err.decode().split("\r\n")
-    status = int(head[0].split()[1])
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
     ctype = next(
-        line.split(":", 1)[1].strip() for line in head if line.lower().startswith("content-type:")
+        line.split(":", 1)[1].strip() for line in lines if line.lower().startswith("content-type:")
     )
-    return status, ctype, out
+    return status, ctype, body
 
 
 async def test_bound_port_is_real(edge: tuple[EdgeState, AdminServer]) -> None:

@@ -85,11 +85,12 @@ class EdgeProcess:
 
 
 @asynccontextmanager
-async def edge_process(yaml_text: str, directory: str) -> AsyncIterator[EdgeProcess]:
+async def edge_process(yaml_text: str, directory: str, *args: str) -> AsyncIterator[EdgeProcess]:
+    """Start the edge on `directory`/edge.yaml with extra `kedge serve` arguments `args`."""
     path = os.path.join(directory, "edge.yaml")
     write_atomically(path, yaml_text)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kedge", "serve", "--config", path,
+        sys.executable, "-m", "kedge", "serve", "--config", path, *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=REPO,

@@ -14,7 +14,9 @@ def _table() -> dict[str, tuple[str, str, str]]:
     text = README.read_text()
     section = text[text.index("## Errors") :]
     rows: dict[str, tuple[str, str, str]] = {}
-    for m in re.finditer(r"^\| `([a-z-]+)` \| (\d+)[^|]*\| (\d+) [A-Z_]+ \| (yes|no) \|", section, re.M):
+    for m in re.finditer(
+        r"^\| `([a-z-]+)` \| (\d+)[^|]*\| (\d+) [A-Z_]+ \| (yes|no) \|", section, re.M
+    ):
         rows[m.group(1)] = (m.group(2), m.group(3), m.group(4))
     return rows
 

@@ -226,8 +226,13 @@ def test_gauge_set_inc_dec_and_function() -> None:
     a.inc()
     a.dec(3)
     assert a.value == 8
-    calls = []
-    g.labels("fn").set_function(lambda: calls.append(1) or 42.0)
+    calls: list[int] = []
+
+    def read() -> float:
+        calls.append(1)
+        return 42.0
+
+    g.labels("fn").set_function(read)
     g.labels("broken").set_function(lambda: 1 / 0)
     assert calls == []  # read only at scrape time
     samples = {labels["k"]: value for _, labels, value in _samples(r.render())}

@@ -62,17 +62,29 @@ def test_split_target_rejects(target: bytes, reason: str) -> None:
         split_target(target)
 
 
-@given(st.binary(max_size=40))
+_PCHAR = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@%")
+_TARGET_BYTES = st.binary(max_size=30) | st.lists(
+    st.sampled_from([*sorted(_PCHAR), *b"/?#\\ \x00\x7f\xff"]), max_size=30
+).map(bytes)
+
+
+@given(_TARGET_BYTES)
 def test_split_target_total(target: bytes) -> None:
-    """Any bytes: either BadRequest or an exact, lossless split on the first '?'."""
+    """Any bytes: BadRequest exactly when RFC 3986 says so, else a lossless split on '?'."""
+    path_part, sep, query_part = target.partition(b"?")
+    valid = (
+        target[:1] == b"/"
+        and set(path_part) <= _PCHAR | {ord("/")}
+        and set(query_part) <= _PCHAR | {ord("/"), ord("?")}
+    )
     try:
         path, query = split_target(target)
     except BadRequest as exc:
+        assert not valid
         assert "\n" not in exc.reason
         return
-    rebuilt = path + ("?" + query if b"?" in target else "")
-    assert rebuilt.encode("ascii") == target
-    assert "?" not in path and "#" not in path + query
+    assert valid
+    assert (path + ("?" + query if sep else "")).encode("ascii") == target
 
 
 # --- canonical_path ----------------------------------------------------------------------

@@ -156,8 +156,12 @@ class H1ClientConnection(asyncio.Protocol):
         except _Stop:
             return
         except httptools.HttpParserCallbackError:
-            if self._error is None:
-                self._protocol_error("invalid response from endpoint")
+            # httptools wraps whatever a callback raised (our _Stop included). Unless the
+            # response is already complete (HEAD), fail it now: a pending head waiter would
+            # otherwise wait for the response timeout.
+            if not self.response_complete:
+                error = self._error
+                self._protocol_error(error.reason if error else "invalid response from endpoint")
             return
         except httptools.HttpParserError as exc:
             self._protocol_error(f"invalid response from endpoint: {str(exc)[:100]}")
@@ -186,6 +190,11 @@ class H1ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        # data_received bounds a head spread over reads; this bounds one that came in one.
+        size = len(self._reason) + sum(len(n) + len(v) + 4 for n, v in self._headers)
+        if size > self._max_header_bytes:
+            self._error = UpstreamProtocolError("response head from endpoint too large")
+            raise _Stop
         status = self._parser.get_status_code()
         head = ResponseHead(status, self._headers, self._reason, self._parser.get_http_version())
         if 100 <= status < 200 and status != 101:

@@ -32,6 +32,7 @@ from kedge.core.errors import (
     HeaderTooLarge,
     KedgeError,
     MethodNotAllowed,
+    NotImplementedByEdge,
     RequestTimeout,
     UriTooLong,
     VersionNotSupported,
@@ -140,8 +141,10 @@ class H1ServerConnection(asyncio.Protocol):
         self._url = b""
         self._headers: Headers = []
         self._header_count = 0
+        self._header_bytes = 0
         self._head_bytes = 0
         self._in_head = False
+        self._head_clock = False  # the header timeout of the next request is running
         self._in_trailers = False
         self._trailers: Headers = []
         self._body: BodyStream | None = None
@@ -220,16 +223,21 @@ class H1ServerConnection(asyncio.Protocol):
             return
         if self._stop_reading:
             return
-        if not self._in_head and self._body is None:
+        starting = not self._in_head and self._body is None
+        if starting and not self._head_clock:
             # First byte of a new request: the header timeout runs from here, in total
             # (not per read, or one byte every few seconds would hold it open forever).
+            # Empty lines before a request line (RFC 9112 §2.2) do not restart it.
+            self._head_clock = True
             self._set_deadline(self.settings.request_header_timeout)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._after_upgrade(data[int(exc.args[0]) if exc.args else len(data) :])
             return
-        except (httptools.HttpParserCallbackError, _StopParsing):
+        except (httptools.HttpParserCallbackError, _StopParsing) as exc:
+            if self._parse_error is None and isinstance(exc.__context__ or exc, _StopParsing):
+                return  # the pipelining cap (on_headers_complete): no error, answer and close
             self._fail(self._parse_error or BadRequest("invalid request"))
             return
         except httptools.HttpParserInvalidMethodError:
@@ -239,6 +247,16 @@ class H1ServerConnection(asyncio.Protocol):
             self._fail(self._parse_error or BadRequest(f"malformed request: {_llhttp_reason(exc)}"))
             return
         if self._in_head:
+            # An HTTP/0.9 request line (`GET /` CRLF) has no version, and llhttp then waits
+            # for header fields a 0.9 client never sends: a line end while the version is
+            # still unset is refused now, not after the header timeout. (Leading empty
+            # lines, RFC 9112 §2.2, are not a request line; a kept-alive parser keeps the
+            # previous request's version, so later requests cannot be mistaken.)
+            if self._parser.get_http_version() in ("0.0", "0.9") and b"\n" in (
+                data.lstrip(b"\r\n") if starting else data
+            ):
+                self._fail(BadRequest("HTTP/0.9 requests are not accepted"))
+                return
             # Bound the head while it arrives: llhttp would buffer a 10 MB header value.
             self._head_bytes += len(data)
             if self._head_bytes > self.settings.max_uri_bytes + self.settings.max_header_bytes:
@@ -255,6 +273,7 @@ class H1ServerConnection(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._header_count = 0
+        self._header_bytes = 0
         self._head_bytes = 0
         self._in_trailers = False
 
@@ -279,10 +298,19 @@ class H1ServerConnection(asyncio.Protocol):
                 f"more than {self.settings.max_header_count} header fields"
             )
             raise _StopParsing
+        # Exact size of the field block as sent ("name: value" CRLF): a head that arrives in
+        # one segment completes before the streaming bound in data_received can look at it.
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.settings.max_header_bytes:
+            self._parse_error = HeaderTooLarge(
+                f"request header block larger than {self.settings.max_header_bytes} bytes"
+            )
+            raise _StopParsing
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._head_clock = False
         self._in_trailers = True
         self._trailers = []
         try:
@@ -290,6 +318,15 @@ class H1ServerConnection(asyncio.Protocol):
         except KedgeError as exc:
             self._parse_error = exc
             raise _StopParsing from None
+        if len(self._queue) + (self._active is not None) > self.settings.max_pipelined:
+            # More requests would wait behind the one in flight than allowed. Refuse cleanly:
+            # this one is dropped unanswered (RFC 9112 §9.3.2: clients retry unanswered
+            # pipelined requests), everything queued is answered in order, then close. Its
+            # body is never read, so it cannot hold the connection open either.
+            self._last_call = True
+            self._stop_reading = True
+            self._body = None
+            raise _StopParsing
         self._requests += 1
         if self._requests >= self.settings.max_keepalive_requests:
             self._last_call = True
@@ -299,11 +336,6 @@ class H1ServerConnection(asyncio.Protocol):
             self.deadline = 0.0
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
-        if len(self._queue) > self.settings.max_pipelined:
-            # Refuse cleanly: answer everything queued, in order, then close.
-            self._last_call = True
-            self._stop_reading = True
-            raise _StopParsing
 
     def on_body(self, data: bytes) -> None:
         body = self._body
@@ -360,6 +392,13 @@ class H1ServerConnection(asyncio.Protocol):
         if te is not None and version == "1.0":
             # RFC 9112 §6.1: TE in HTTP/1.0 is a framing fault; nginx answers 400 too.
             raise BadRequest("Transfer-Encoding is not allowed in HTTP/1.0")
+        if te is not None and te.strip().lower() != b"chunked":
+            if te.lower().rsplit(b",", 1)[-1].strip() != b"chunked":
+                # RFC 9112 §6.3: chunked not final, so the body length is unknowable.
+                raise BadRequest("Transfer-Encoding does not end with chunked")
+            # `gzip, chunked` frames fine, but the edge decodes no other coding and must not
+            # forward a still-coded body without its TE: RFC 9112 §6.1 says 501.
+            raise NotImplementedByEdge("only the chunked transfer coding is supported")
         if len(host_values) > 1:
             raise BadRequest("more than one Host header")
         if method == "CONNECT":
@@ -504,13 +543,22 @@ class H1ServerConnection(asyncio.Protocol):
         self._stop_reading = True
         self._last_call = True
         self._in_head = False
+        failed: Exchange | None = None
+        owned = False  # the error belongs to the exchange being handled, which answers it
         if self._body is not None:
             self._body.feed_error(error)
+            # A body that broke before its exchange even started (e.g. a bad chunk in the
+            # same segment as the head): drop the exchange, so not even its head is sent
+            # to a backend; it is answered in its turn with this error instead.
+            if self._queue and self._queue[-1].body is self._body:
+                failed = self._queue.pop()
+            else:
+                owned = True
             self._body = None
         if self._active is None and not self._queue:
-            self._write_error(error, None)
+            self._write_error(error, failed)
             self._close()
-        elif self._deferred_error is None:
+        elif self._deferred_error is None and not owned:
             self._deferred_error = error
 
     def _write_error(self, error: KedgeError, ex: Exchange | None) -> None:
@@ -589,7 +637,10 @@ class H1ServerConnection(asyncio.Protocol):
         return b"".join(parts)
 
     def _is_last_response(self, ex: Exchange) -> bool:
-        return not ex.keep_alive or (self._last_call and not self._queue)
+        # A deferred error is answered after the queue, so it, not `ex`, is the last one.
+        return not ex.keep_alive or (
+            self._last_call and not self._queue and self._deferred_error is None
+        )
 
     def send_head(
         self, ex: Exchange, head: ResponseHead, content_length: int | None, has_body: bool

@@ -14,6 +14,8 @@ separator (P3, P6). Decoding happens once: `%252e` stays `%252e` (P4).
 
 from __future__ import annotations
 
+import re
+
 from kedge.core.errors import BadRequest
 
 __all__ = ["canonical_path", "split_target"]
@@ -29,6 +31,15 @@ _QUERY_BYTES = _PATH_BYTES + b"?"
 _UNRESERVED_CHARS = frozenset(_UNRESERVED.decode("ascii"))
 _HEX = frozenset("0123456789abcdefABCDEF")
 
+# Fast-path shapes, compiled once (immutable). A path made of non-empty segments that do not
+# start with "." and contain no "%" is already canonical: no escape to normalise, no dot
+# segment, no "//". Most real paths (including "/app.js") are like this.
+_SEGMENT_START = r"A-Za-z0-9\-_~!$&'()*+,;=:@"  # pchar without "%" and "."
+_SEGMENT_REST = _SEGMENT_START + "."
+_CLEAN_PATH = re.compile(rf"(?:/[{_SEGMENT_START}][{_SEGMENT_REST}]*)+/?|/")
+# A whole valid origin-form target; only an invalid one takes the slower, explaining path.
+_VALID_TARGET = re.compile(rf"/[{_SEGMENT_REST}%/]*(?:\?[{_SEGMENT_REST}%/?]*)?".encode())
+
 
 def split_target(target: bytes) -> tuple[str, str]:
     """Split an origin-form request-target (RFC 9112 §3.2.1) into (raw path, raw query).
@@ -37,6 +48,10 @@ def split_target(target: bytes) -> tuple[str, str]:
     be forwarded unchanged. Raises BadRequest for a target that is not `/path[?query]` made of
     RFC 3986 characters (a fragment `#`, space, CTL and non-ASCII bytes included).
     """
+    if _VALID_TARGET.fullmatch(target) is not None:
+        path, _, query = target.partition(b"?")
+        return path.decode("ascii"), query.decode("ascii")
+    # Invalid: find the reason (this path is only taken for a target that will be refused).
     if target[:1] != b"/":
         raise BadRequest("request-target must be an absolute path starting with '/'")
     path, sep, query = target.partition(b"?")
@@ -56,6 +71,8 @@ def canonical_path(raw_path: str) -> str:
     `canonical_path(canonical_path(p)) == canonical_path(p)`. Matching is case-sensitive
     (P9): only the hex digits of escapes are case-normalised.
     """
+    if _CLEAN_PATH.fullmatch(raw_path) is not None:
+        return raw_path
     if raw_path[:1] != "/":
         raise BadRequest("path must start with '/'")
     try:
@@ -65,8 +82,7 @@ def canonical_path(raw_path: str) -> str:
     bad = raw.translate(None, _PATH_BYTES)
     if bad:
         raise BadRequest(_describe_bad_bytes(bad, "path"))
-    # Fast path: nothing to decode, no dot segment can exist without "/.", no empty segment
-    # without "//". Most real paths (including "/app.js") end here.
+    # Nothing to decode, and no dot segment can exist without "/.", no empty one without "//".
     if b"%" not in raw and b"/." not in raw and b"//" not in raw:
         return raw_path
     decoded = _normalize_escapes(raw_path) if b"%" in raw else raw_path

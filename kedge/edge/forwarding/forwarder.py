@@ -133,6 +133,10 @@ class Forwarder:
         body_limit: int,
     ) -> None:
         """One endpoint: a pooled connection, and one fresh retry if it proves stale."""
+        if body_limit and ex.body is not None and ex.body.total > body_limit:
+            # A chunked body that arrived with its head and is already over the limit:
+            # refuse before connecting, so not even the head reaches the endpoint.
+            raise BodyTooLarge(f"request body larger than the limit of {body_limit} bytes")
         conn, reused = await pool.acquire()
         try:
             await self._exchange(ex, pool, conn, head_bytes, chunked, timeouts, body_limit, reused)

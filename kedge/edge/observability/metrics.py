@@ -2,8 +2,8 @@
 
 Why not prometheus_client: it takes a lock on every increment and registers into a
 process-global registry at import time. The edge runs one event loop per process, so a
-child here is a plain slotted object whose `inc` is one attribute add (no lock: asyncio
-code never preempts inside `+=`; do not share a registry between threads).
+child here is a plain slotted object whose `inc` is one attribute add, with no lock: on
+one event loop nothing else runs during a `+=` (do not share a registry between threads).
 
 Hot code resolves a child once (`counter.labels("a", "b")`) and keeps it; `labels` itself
 is one dict lookup keyed by the label tuple. All formatting work (label escaping, the

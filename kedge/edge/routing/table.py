@@ -128,7 +128,7 @@ class _PathIndex:
         for c in candidates:
             for segment in c.segments or ():
                 keyed.setdefault(segment, []).append(c)
-        self.by_segment = {seg: _merge([own]) for seg, own in keyed.items()}
+        self.by_segment = {seg: _merge([own, unkeyed]) for seg, own in keyed.items()}
         self.default = tuple(unkeyed)
 
     def select(self, path: str) -> tuple[_Candidate, ...]:
