@@ -163,8 +163,9 @@ _NAME = st.lists(_LABEL, min_size=1, max_size=4).map(".".join)
 
 @given(_NAME, st.booleans(), st.one_of(st.none(), st.integers(1, 65535)))
 def test_parse_authority_normalises_names(name: str, dot: bool, port: int | None) -> None:
-    if name.rsplit(".", 1)[-1].isdigit():
-        return  # a numeric last label is an IPv4 question, tested above
+    last = name.rsplit(".", 1)[-1].lower()
+    if last.isdigit() or (last.startswith("0x") and all(c in "0123456789abcdef" for c in last[2:])):
+        return  # a numeric last label (decimal, or 0x-hex as WHATWG reads it) is an IPv4 question
     value = name + ("." if dot else "") + (f":{port}" if port is not None else "")
     host, parsed_port = parse_authority(value, 80)
     assert host == name.lower()

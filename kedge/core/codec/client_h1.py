@@ -61,6 +61,7 @@ class H1ClientConnection(asyncio.Protocol):
         self._sweeper = sweeper
         self._max_header_bytes = max_header_bytes
         self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop  # set in connection_made
         self._parser = httptools.HttpResponseParser(self)
         self.deadline = 0.0
         self._deadline_error: KedgeError | None = None
@@ -77,6 +78,9 @@ class H1ClientConnection(asyncio.Protocol):
         self._interim = 0
         self._in_head = False
         self._head_bytes = 0
+        self._head_size = 0  # exact bytes of the header fields, counted as they arrive
+        self._content_length: int | None = None
+        self._chunked = False
         self._headers: Headers = []
         self._trailers: Headers = []
         self._reason = b""
@@ -94,6 +98,7 @@ class H1ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self.transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()
         self._sweeper.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -175,6 +180,9 @@ class H1ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._in_head = True
         self._head_bytes = 0
+        self._head_size = 0
+        self._content_length = None
+        self._chunked = False
         self._headers = []
         self._trailers = []
         self._reason = b""
@@ -183,16 +191,21 @@ class H1ClientConnection(asyncio.Protocol):
         self._reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
         if self._in_head:
-            self._headers.append((name.lower(), value))
+            self._headers.append((lname, value))
+            self._head_size += len(name) + len(value) + 4
+            if lname == b"content-length":
+                self._content_length = int(value)  # llhttp validated it
+            elif lname == b"transfer-encoding":
+                self._chunked = True
         else:
-            self._trailers.append((name.lower(), value))
+            self._trailers.append((lname, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         # data_received bounds a head spread over reads; this bounds one that came in one.
-        size = len(self._reason) + sum(len(n) + len(v) + 4 for n, v in self._headers)
-        if size > self._max_header_bytes:
+        if self._head_size + len(self._reason) > self._max_header_bytes:
             self._error = UpstreamProtocolError("response head from endpoint too large")
             raise _Stop
         status = self._parser.get_status_code()
@@ -206,13 +219,8 @@ class H1ClientConnection(asyncio.Protocol):
                 self._on_interim(head)  # e.g. 103 Early Hints; 100 was answered by the edge
             return
         self._status = status
-        content_length: int | None = None
-        chunked = False
-        for name, value in self._headers:
-            if name == b"content-length":
-                content_length = int(value)  # llhttp validated it
-            elif name == b"transfer-encoding":
-                chunked = True
+        content_length = self._content_length
+        chunked = self._chunked
         no_body = self._is_head_request or status in (204, 304) or status == 101
         has_body = not no_body and (content_length is None or content_length > 0)
         self._body_framed = chunked or content_length is not None
@@ -311,8 +319,9 @@ class H1ClientConnection(asyncio.Protocol):
         self.response_complete = False
         self.received_any = False
         self._error = None
-        self._parser = httptools.HttpResponseParser(self) if self.requests > 1 else self._parser
-        self._head_waiter = asyncio.get_running_loop().create_future()
+        # llhttp parses one response after another on the same parser; a connection whose
+        # parser was stopped mid-message (HEAD, errors) is never reused, so no reset is due.
+        self._head_waiter = self._loop.create_future()
         # The error is built only if the deadline fires: no allocation per request.
         self._response_timeout = response_timeout
         self.set_deadline(response_timeout)
@@ -324,7 +333,7 @@ class H1ClientConnection(asyncio.Protocol):
 
     async def drain(self) -> None:
         if self._write_paused and not self.closed:
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = self._loop.create_future()
             self._drain_waiter = waiter
             await waiter
         if self.closed and self._head_waiter is None and not self.response_complete:

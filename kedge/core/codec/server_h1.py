@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import cast
 
 import httptools
@@ -61,6 +62,13 @@ def _status_line(status: int, reason: bytes) -> bytes:
             _STATUS_LINES[status] = line
         return line
     return b"HTTP/1.1 %d %s\r\n" % (status, reason)
+
+
+@lru_cache(maxsize=4096)
+def _host_header(value: bytes, default_port: int) -> tuple[str, int]:
+    """parse_authority for a Host header, memoised: a pure function of two values, and an
+    edge sees the same few hosts over and over. Errors are not cached (they raise)."""
+    return parse_authority(value.decode("latin-1"), default_port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +141,7 @@ class H1ServerConnection(asyncio.Protocol):
         self._on_close = on_close
         self._on_error = on_error
         self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop  # set in connection_made
         self.client_ip = ""
         self.client_port = 0
         self._parser = httptools.HttpRequestParser(self)
@@ -174,6 +183,7 @@ class H1ServerConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self.transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.client_ip, self.client_port = str(peer[0]), int(peer[1])
@@ -335,7 +345,7 @@ class H1ServerConnection(asyncio.Protocol):
         if self._body is None:
             self.deadline = 0.0
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = self._loop.create_task(self._run())
 
     def on_body(self, data: bytes) -> None:
         body = self._body
@@ -423,9 +433,7 @@ class H1ServerConnection(asyncio.Protocol):
         else:
             if not host_values:
                 raise BadRequest("missing Host header")
-            host, port = parse_authority(
-                host_values[0].decode("latin-1"), 443 if scheme == "https" else 80
-            )
+            host, port = _host_header(host_values[0], 443 if scheme == "https" else 80)
             raw_path, query = split_target(target)
         path = canonical_path(raw_path)
         if version == "1.1":
@@ -681,7 +689,7 @@ class H1ServerConnection(asyncio.Protocol):
         if data:
             t.write(data)
         if self._write_paused:
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = self._loop.create_future()
             self._drain_waiter = waiter
             await waiter
             if self._closed:

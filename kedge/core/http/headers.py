@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 from kedge.core.http.messages import Headers
 
@@ -98,11 +99,26 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
     return frozenset(found)
 
 
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+# Every name the request rewrite treats specially: one set lookup for the common header.
+_SPECIAL_REQUEST = HOP_BY_HOP | _EDGE_SET | _EDGE_APPEND | _SPOOFABLE_IDENTITY
+_SPECIAL_RESPONSE = HOP_BY_HOP | {b"via", b"x-request-id"}
+
+
 def _quote_forwarded(value: str) -> str:
     # RFC 7239 §4: a value that is not a token (e.g. contains ':' or '[') is a quoted-string.
-    if re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", value):
+    if _TOKEN.fullmatch(value):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@lru_cache(maxsize=4096)
+def _forwarded_element(client_ip: str, proto: str, authority: str) -> bytes:
+    """This hop's Forwarded element (RFC 7239 §4); cached: clients repeat themselves."""
+    for_value = f"[{client_ip}]" if ":" in client_ip else client_ip
+    return (
+        f"for={_quote_forwarded(for_value)};proto={proto};host={_quote_forwarded(authority)}"
+    ).encode()
 
 
 def forward_request_headers(
@@ -121,28 +137,34 @@ def forward_request_headers(
     X-Forwarded-For, Forwarded and Via are appended to; X-Forwarded-Proto, X-Forwarded-Host
     and X-Request-Id reflect what this edge saw (it is the first trusted hop).
     """
-    nominated = connection_tokens(headers) - _PROTECTED
     out: Headers = []
     xff: list[bytes] = []
     fwd: list[bytes] = []
     via: list[bytes] = []
-    for name, value in headers:
-        if name in HOP_BY_HOP or name in nominated or name in _EDGE_SET:
-            continue
-        if name in _EDGE_APPEND:
-            (xff if name == b"x-forwarded-for" else fwd if name == b"forwarded" else via).append(
-                value
-            )
-            continue
-        if name in _SPOOFABLE_IDENTITY:
-            continue
-        out.append((name, value))
-    ip = client_ip.encode()
-    xff.append(ip)
-    for_value = f"[{client_ip}]" if ":" in client_ip else client_ip
-    fwd.append(
-        f"for={_quote_forwarded(for_value)};proto={proto};host={_quote_forwarded(authority)}".encode()
-    )
+    has_connection = False
+    for item in headers:
+        name = item[0]
+        if name not in _SPECIAL_REQUEST:
+            out.append(item)
+        elif name == b"x-forwarded-for":
+            xff.append(item[1])
+        elif name == b"forwarded":
+            fwd.append(item[1])
+        elif name == b"via":
+            via.append(item[1])
+        elif name == b"connection":
+            has_connection = True
+    if has_connection:
+        # Nominated names are removed from the client's headers only, before the edge adds
+        # its own below (golang/go#50580).
+        nominated = connection_tokens(headers) - _PROTECTED
+        if nominated:
+            out = [item for item in out if item[0] not in nominated]
+            xff = [] if b"x-forwarded-for" in nominated else xff
+            fwd = [] if b"forwarded" in nominated else fwd
+            via = [] if b"via" in nominated else via
+    xff.append(client_ip.encode())
+    fwd.append(_forwarded_element(client_ip, proto, authority))
     via.append(_VIA)
     out.append((b"x-forwarded-for", b", ".join(xff)))
     out.append((b"x-forwarded-proto", proto.encode()))
@@ -160,16 +182,22 @@ def forward_response_headers(
     headers: Headers, *, request_id: bytes, upgrade: bytes | None = None
 ) -> Headers:
     """The headers to send to the client for a backend response (hop-by-hop removed)."""
-    nominated = connection_tokens(headers) - _PROTECTED
     out: Headers = []
     via: list[bytes] = []
-    for name, value in headers:
-        if name in HOP_BY_HOP or name in nominated or name == b"x-request-id":
-            continue
-        if name == b"via":
-            via.append(value)
-            continue
-        out.append((name, value))
+    has_connection = False
+    for item in headers:
+        name = item[0]
+        if name not in _SPECIAL_RESPONSE:
+            out.append(item)
+        elif name == b"via":
+            via.append(item[1])
+        elif name == b"connection":
+            has_connection = True
+    if has_connection:
+        nominated = connection_tokens(headers) - _PROTECTED
+        if nominated:
+            out = [item for item in out if item[0] not in nominated]
+            via = [] if b"via" in nominated else via
     via.append(_VIA)
     out.append((b"via", b", ".join(via)))
     out.append((b"x-request-id", request_id))
