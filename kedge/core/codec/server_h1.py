@@ -43,7 +43,13 @@ from kedge.core.http.body import BodyStream
 from kedge.core.http.error_response import error_response, reason_phrase
 from kedge.core.http.exchange import Exchange, TunnelEnd
 from kedge.core.http.headers import RequestIdGenerator, connection_tokens, is_valid_request_id
-from kedge.core.http.messages import Headers, RequestHead, ResponseHead
+from kedge.core.http.messages import (
+    Headers,
+    RequestHead,
+    ResponseHead,
+    field_lines,
+    last_chunk,
+)
 from kedge.core.http.paths import canonical_path, split_target
 
 __all__ = ["H1ServerConnection", "H1ServerSettings", "Handler"]
@@ -638,11 +644,7 @@ class H1ServerConnection(asyncio.Protocol):
 
     # -- ResponseChannel ------------------------------------------------------------
     def _serialize_head(self, head: ResponseHead) -> bytes:
-        parts = [_status_line(head.status, head.reason)]
-        for name, value in head.headers:
-            parts.append(name + b": " + value + b"\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)
+        return _status_line(head.status, head.reason) + field_lines(head.headers) + b"\r\n"
 
     def _is_last_response(self, ex: Exchange) -> bool:
         # A deferred error is answered after the queue, so it, not `ex`, is the last one.
@@ -702,10 +704,7 @@ class H1ServerConnection(asyncio.Protocol):
         out = self._pending or b""
         self._pending = None
         if self._chunked_out:
-            if trailers:
-                out += b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in trailers) + b"\r\n"
-            else:
-                out += b"0\r\n\r\n"
+            out += last_chunk(trailers)
         if out:
             t.write(out)
 

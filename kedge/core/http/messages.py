@@ -9,9 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["Headers", "RequestHead", "ResponseHead", "header_value", "header_values"]
+__all__ = [
+    "Headers",
+    "RequestHead",
+    "ResponseHead",
+    "field_lines",
+    "header_value",
+    "header_values",
+    "last_chunk",
+]
 
 Headers = list[tuple[bytes, bytes]]
+
+
+def field_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """HTTP/1.1 field lines, each ending in CRLF (RFC 9112 §5); b"" for no fields."""
+    return b"".join([name + b": " + value + b"\r\n" for name, value in headers])
+
+
+def last_chunk(trailers: Iterable[tuple[bytes, bytes]] | None) -> bytes:
+    """The last chunk and trailer section that end a chunked body (RFC 9112 §7.1)."""
+    return b"0\r\n" + field_lines(trailers or ()) + b"\r\n"
 
 
 def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:

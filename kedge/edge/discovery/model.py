@@ -8,7 +8,7 @@ only ever reads the current set, so resolution never happens per request.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from kedge.edge.config import Address
@@ -33,11 +33,12 @@ class Endpoint:
     labels: tuple[tuple[str, str], ...] = ()
     weight: int = 1
     ready: bool = True
+    # Identity of the endpoint: per-endpoint state (pools, load) is keyed by it. Derived
+    # once here, because the request path reads it several times per request.
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """Identity of the endpoint: per-endpoint state (pools, load) is keyed by it."""
-        return str(self.address)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", str(self.address))
 
     def label(self, name: str) -> str | None:
         for k, v in self.labels:

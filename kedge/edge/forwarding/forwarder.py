@@ -26,7 +26,7 @@ from kedge.core.errors import (
 from kedge.core.http.body import BodyStream
 from kedge.core.http.exchange import Exchange
 from kedge.core.http.headers import forward_request_headers, forward_response_headers
-from kedge.core.http.messages import Headers, ResponseHead, header_value
+from kedge.core.http.messages import ResponseHead, field_lines, header_value, last_chunk
 from kedge.edge.config import BackendTimeouts
 from kedge.edge.forwarding.backend import Backend
 from kedge.edge.forwarding.pool import EndpointPool
@@ -43,12 +43,6 @@ class _StaleConnection(Exception):
 
     def __init__(self, error: KedgeError) -> None:
         self.error = error
-
-
-def _trailer_block(trailers: Headers | None) -> bytes:
-    if not trailers:
-        return b"0\r\n\r\n"
-    return b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in trailers) + b"\r\n"
 
 
 class Forwarder:
@@ -75,15 +69,9 @@ class Forwarder:
             upgrade=ex.upgrade,
         )
         chunked = ex.body is not None and header_value(h.headers, b"content-length") is None
-        parts = [
-            f"{h.method} {h.path_and_query} HTTP/1.1\r\nhost: {authority}\r\n".encode("latin-1")
-        ]
-        for name, value in headers:
-            parts.append(name + b": " + value + b"\r\n")
-        if chunked:
-            parts.append(b"transfer-encoding: chunked\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts), chunked
+        start = f"{h.method} {h.path_and_query} HTTP/1.1\r\nhost: {authority}\r\n"
+        end = b"transfer-encoding: chunked\r\n\r\n" if chunked else b"\r\n"
+        return start.encode("latin-1") + field_lines(headers) + end, chunked
 
     async def forward(self, ex: Exchange, backend: Backend, body_limit: int) -> None:
         if body_limit and ex.body is not None:
@@ -177,7 +165,7 @@ class Forwarder:
                     data = body.take_all()
                     if chunked:
                         data = (b"%x\r\n%s\r\n" % (len(data), data) if data else b"") + (
-                            _trailer_block(body.trailers)
+                            last_chunk(body.trailers)
                         )
                     conn.write(data)
                 else:
@@ -277,7 +265,7 @@ class Forwarder:
                 conn.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
                 await conn.drain()
             if chunked:
-                conn.write(_trailer_block(body.trailers))
+                conn.write(last_chunk(body.trailers))
         except KedgeError:
             conn.abort()
             raise
