@@ -12,13 +12,16 @@ import dataclasses
 import ipaddress
 import os
 import re
-from collections.abc import Iterable
+import ssl
+from collections.abc import Callable, Iterable
+from functools import partial
 from importlib import resources
 from typing import Literal
 
 from kedge.core.config_loading import Fields, Node, closest, is_dns_name, load_yaml, parse_yaml_text
 from kedge.core.errors import BadRequest
 from kedge.core.http.paths import canonical_path
+from kedge.core.net.tls import client_context, server_context
 from kedge.edge.config import (
     Address,
     AdhocRule,
@@ -179,6 +182,11 @@ def _listeners(node: Node, base_dir: str | None) -> tuple[ListenerConfig, ...]:
             listener_tls = ListenerTls(
                 _existing_file(cert, base_dir), _existing_file(key, base_dir)
             )
+            _check_loads(
+                tls.node,
+                partial(server_context, listener_tls.cert_file, listener_tls.key_file),
+                "cert_file must hold a PEM certificate chain and key_file its private key",
+            )
         out.append(ListenerConfig(name, address, listener_tls))
     return tuple(out)
 
@@ -299,13 +307,33 @@ def _backend_tls(f: Fields, base_dir: str | None) -> BackendTlsConfig:
             "give both cert_file and key_file for a client certificate, or neither",
         )
     server_name = f.get("server_name")
-    return BackendTlsConfig(
+    tls = BackendTlsConfig(
         ca_file=_existing_file(n, base_dir) if (n := f.get("ca_file")) else d.ca_file,
         server_name=_dns_name(server_name) if server_name else d.server_name,
         insecure_skip_verify=f.get_bool("insecure_skip_verify", d.insecure_skip_verify),
         cert_file=_existing_file(n, base_dir) if (n := f.get("cert_file")) else d.cert_file,
         key_file=_existing_file(n, base_dir) if (n := f.get("key_file")) else d.key_file,
     )
+    _check_loads(
+        f.node,
+        lambda: client_context(
+            ca_file=tls.ca_file,
+            insecure_skip_verify=tls.insecure_skip_verify,
+            cert_file=tls.cert_file,
+            key_file=tls.key_file,
+        ),
+        "ca_file must hold PEM CA certificates; cert_file/key_file a PEM certificate and key",
+    )
+    return tls
+
+
+def _check_loads(node: Node, load: Callable[[], object], fix: str) -> None:
+    """Load TLS files as the server will, so `kedge check` fails where `serve` would."""
+    try:
+        load()
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+        raise node.error(f"TLS files do not load: {reason}", fix) from None
 
 
 def _pool(node: Node, d: PoolConfig) -> PoolConfig:

@@ -194,7 +194,7 @@ class Dispatch:
 
     async def _adhoc_or_fail(self, ex: Exchange, state: EdgeState) -> None:
         h = ex.head
-        decision = match_adhoc(state.config.adhoc, h.host, h.port)
+        decision = match_adhoc(state.config.adhoc, h.host, h.port if h.explicit_port else None)
         if decision is None:
             raise NoRoute(f"no route for {h.authority}{h.path}")
         address = await resolve_adhoc(decision)

@@ -106,12 +106,6 @@ async def test_forward_proxy_form_with_a_resolved_name(
     assert [r.target for r in be.requests] == ["/via-dns"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RequestHead folds an absent port into the scheme default (80), so Dispatch "
-    "cannot tell 'no port' from ':80' and the rule's port.default is never used "
-    "(needs a port-given flag on RequestHead; kedge/core/http, kedge/edge/layers.py)",
-)
 async def test_default_port_is_used_when_the_request_names_none(
     setup: tuple[RunningEdge, RecordingBackend],
 ) -> None:

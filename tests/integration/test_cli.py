@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import trustme
@@ -289,3 +290,66 @@ async def test_serve_with_config_serves_it(tmp: str) -> None:
         assert status == 200
         edge.send(signal.SIGINT)
         assert await edge.wait_exit(10) == 0
+
+
+@pytest.mark.parametrize(
+    ("tls_yaml", "key_path"),
+    [
+        ("backends_tls", "backends[0].tls"),
+        ("listener_tls", "listeners[0].tls"),
+    ],
+)
+def test_check_loads_tls_files_like_serve_does(
+    tmp_path: Path, tls_yaml: str, key_path: str
+) -> None:
+    not_pem = tmp_path / "not-a-cert.pem"
+    not_pem.write_text("this is not PEM\n")
+    listener_tls = (
+        f"\n    tls: {{cert_file: {not_pem}, key_file: {not_pem}}}"
+        if tls_yaml == "listener_tls"
+        else ""
+    )
+    backend_tls = f"\n    tls: {{ca_file: {not_pem}}}" if tls_yaml == "backends_tls" else ""
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text(
+        f"""listeners:
+  - name: web
+    address: 127.0.0.1:0{listener_tls}
+backends:
+  - name: b
+    resolver: {{static: {{endpoints: ["127.0.0.1:9"]}}}}{backend_tls}
+routes:
+  - backend: b
+"""
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "kedge", "check", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 1
+    assert f"{cfg}: {key_path}: TLS files do not load" in proc.stderr
+    assert "fix:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_shipped_examples_check_ok_with_the_example_certificates(tmp_path: Path) -> None:
+    configs = Path(REPO) / "configs"
+    for f in [*configs.glob("*.yaml"), configs / "make-example-certs.sh"]:
+        shutil.copy(f, tmp_path / f.name)
+    subprocess.run(
+        ["bash", str(tmp_path / "make-example-certs.sh"), str(tmp_path / "certs")],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    for cfg in sorted(tmp_path.glob("*.yaml")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "kedge", "check", "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert ": OK (" in proc.stdout

@@ -77,6 +77,12 @@ def _host_header(value: bytes, default_port: int) -> tuple[str, int]:
     return parse_authority(value.decode("latin-1"), default_port)
 
 
+def _names_port(authority: bytes) -> bool:
+    """Whether a validated authority names a port: `h:80` yes; `h`, `h:`, `[::1]` no."""
+    colon = authority.rfind(b":")
+    return colon > authority.rfind(b"]") and colon < len(authority) - 1
+
+
 @dataclass(frozen=True, slots=True)
 class H1ServerSettings:
     listener: str
@@ -435,11 +441,13 @@ class H1ServerConnection(asyncio.Protocol):
                     raise BadRequest("Host header does not match the absolute-form target")
             elif version == "1.1":
                 raise BadRequest("missing Host header")
+            explicit_port = _names_port(authority.encode("latin-1"))
             raw_path, query = split_target(path_and_query.encode("latin-1"))
         else:
             if not host_values:
                 raise BadRequest("missing Host header")
             host, port = _host_header(host_values[0], 443 if scheme == "https" else 80)
+            explicit_port = _names_port(host_values[0])
             raw_path, query = split_target(target)
         path = canonical_path(raw_path)
         if version == "1.1":
@@ -475,6 +483,7 @@ class H1ServerConnection(asyncio.Protocol):
             path=path,
             query=query,
             absolute_form=absolute,
+            explicit_port=explicit_port,
         )
         body: BodyStream | None = None
         if has_body:

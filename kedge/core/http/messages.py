@@ -48,13 +48,16 @@ class RequestHead:
     """A parsed, validated request head.
 
     `host`, `port` and `path` are canonical (see kedge.core.http.authority and .paths):
-    the one form used for routing, policy and forwarding. `query` is the raw query
+    the one form used for routing, policy and forwarding. `port` is the scheme's default
+    when the client named none; `explicit_port` says whether it did (adhoc rules apply
+    their own default port then, as in kEdge). `query` is the raw query
     (without '?'), forwarded unchanged. `absolute_form` is True for a forward-proxy request
     (RFC 9112 §3.2.2), whose authority came from the request target.
     """
 
     __slots__ = (
         "absolute_form",
+        "explicit_port",
         "headers",
         "host",
         "method",
@@ -79,6 +82,7 @@ class RequestHead:
         path: str,
         query: str,
         absolute_form: bool,
+        explicit_port: bool = True,
     ) -> None:
         self.method = method
         self.target = target
@@ -90,6 +94,7 @@ class RequestHead:
         self.path = path
         self.query = query
         self.absolute_form = absolute_form
+        self.explicit_port = explicit_port
 
     @property
     def authority(self) -> str:
