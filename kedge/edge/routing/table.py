@@ -139,6 +139,14 @@ class _PathIndex:
 _Lookup = tuple[_Candidate, ...] | _PathIndex
 
 
+def _first_index(lookup: _Lookup) -> int:
+    """The smallest route index in a lookup (a large number when it is empty)."""
+    if isinstance(lookup, _PathIndex):
+        groups = [lookup.default, *lookup.by_segment.values()]
+        return min((g[0].index for g in groups if g), default=1 << 62)
+    return lookup[0].index if lookup else 1 << 62
+
+
 def _lookup(candidates: tuple[_Candidate, ...]) -> _Lookup:
     return candidates if len(candidates) <= _PATH_INDEX_MIN else _PathIndex(candidates)
 
@@ -156,7 +164,15 @@ def _proper_suffixes(host: str) -> list[str]:
 class RouteTable:
     """An immutable, compiled list of routes; `match` returns the first route that matches."""
 
-    __slots__ = ("_default", "_exact", "_hostless", "_merged", "_routes", "_suffix")
+    __slots__ = (
+        "_default",
+        "_exact",
+        "_hostless",
+        "_hostless_first",
+        "_merged",
+        "_routes",
+        "_suffix",
+    )
 
     def __init__(
         self,
@@ -171,6 +187,8 @@ class RouteTable:
         self._exact = exact
         self._suffix = suffix
         self._hostless = hostless
+        # Index of the earliest host-less route: a host match before it needs no second look.
+        self._hostless_first = _first_index(hostless)
         self._merged = merged  # True: host-less routes are inside every lookup above
         self._default: _Lookup = hostless if merged else ()
 
@@ -229,26 +247,39 @@ class RouteTable:
                         break
                     dot = host.find(".", dot + 1)
         path = req.path
-        candidates: Iterable[_Candidate] = (
-            found.select(path) if isinstance(found, _PathIndex) else found
-        )
-        if not self._merged:
-            hostless = self._hostless
-            extra = hostless.select(path) if isinstance(hostless, _PathIndex) else hostless
-            if extra:
-                candidates = heapq.merge(candidates, extra, key=_index)
-        port, mode = req.port, req.mode
-        for c in candidates:
-            if c.port is not None and c.port != port:
-                continue
-            if c.mode is not None and c.mode is not mode:
-                continue
-            if not (c.any_path or path in c.exact_paths or path.startswith(c.prefixes)):
-                continue
-            if c.headers and not all(rule.matches(req.headers) for rule in c.headers):
-                continue
-            return c.config
-        return None
+        own = found.select(path) if isinstance(found, _PathIndex) else found
+        best = _first_match(own, req, None)
+        if self._merged or (best is not None and best.index < self._hostless_first):
+            return best.config if best is not None else None
+        # Too many host-less routes to copy into every host's list: only those that come
+        # before the host's own match in file order can still win (usually none, as
+        # catch-all routes come last), so check just those instead of merging both lists.
+        hostless = self._hostless
+        extra = hostless.select(path) if isinstance(hostless, _PathIndex) else hostless
+        first = _first_match(extra, req, best.index if best is not None else None)
+        if first is not None:
+            return first.config
+        return best.config if best is not None else None
+
+
+def _first_match(
+    candidates: Iterable[_Candidate], req: RouteRequest, before: int | None
+) -> _Candidate | None:
+    """The first candidate (they are in index order) that matches, if its index < before."""
+    path, port, mode = req.path, req.port, req.mode
+    for c in candidates:
+        if before is not None and c.index >= before:
+            return None
+        if c.port is not None and c.port != port:
+            continue
+        if c.mode is not None and c.mode is not mode:
+            continue
+        if not (c.any_path or path in c.exact_paths or path.startswith(c.prefixes)):
+            continue
+        if c.headers and not all(rule.matches(req.headers) for rule in c.headers):
+            continue
+        return c
+    return None
 
 
 def _compile_route(index: int, route: RouteConfig, source: str) -> _Candidate:
