@@ -56,6 +56,7 @@ class RequestHead:
     """
 
     __slots__ = (
+        "_authority",
         "absolute_form",
         "explicit_port",
         "headers",
@@ -95,13 +96,18 @@ class RequestHead:
         self.query = query
         self.absolute_form = absolute_form
         self.explicit_port = explicit_port
+        self._authority: str | None = None
 
     @property
     def authority(self) -> str:
         """host[:port] as the client addressed it, with the port only when not the default."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.scheme == "https" else 80
-        return host if self.port == default else f"{host}:{self.port}"
+        authority = self._authority
+        if authority is None:
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            default = 443 if self.scheme == "https" else 80
+            authority = host if self.port == default else f"{host}:{self.port}"
+            self._authority = authority  # read by the forwarder and the access log
+        return authority
 
     @property
     def path_and_query(self) -> str:

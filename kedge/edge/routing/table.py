@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from kedge.core.errors import ConfigError
 from kedge.edge.config import ProxyMode, RouteConfig
@@ -45,20 +44,34 @@ _MERGE_HOSTLESS_LIMIT = 32
 _PATH_INDEX_MIN = 8
 
 
-@dataclass(frozen=True, slots=True)
 class RouteRequest:
     """What routing looks at: canonical host and path, port, request form and headers.
 
     `host` comes from `parse_authority` (lower case, no trailing dot, IPv6 unbracketed),
     `path` from `canonical_path`; `mode` is REVERSE (origin-form) or FORWARD (absolute-form),
     never ANY. Header names are lower-case bytes, values raw bytes, in arrival order.
+    A plain slots class, not a frozen dataclass: one is built per request, and a frozen
+    dataclass's __init__ costs several times more.
     """
 
-    host: str
-    port: int
-    path: str
-    mode: ProxyMode
-    headers: Sequence[tuple[bytes, bytes]] = ()
+    __slots__ = ("headers", "host", "mode", "path", "port")
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        path: str,
+        mode: ProxyMode,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.path = path
+        self.mode = mode
+        self.headers = headers
+
+    def __repr__(self) -> str:
+        return f"RouteRequest({self.host}:{self.port}{self.path} {self.mode.value})"
 
 
 def _first_segment(path: str) -> str:
