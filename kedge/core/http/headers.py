@@ -121,6 +121,45 @@ def _forwarded_element(client_ip: str, proto: str, authority: str) -> bytes:
     ).encode()
 
 
+def _split(
+    headers: Headers, special: frozenset[bytes], appended: dict[bytes, list[bytes]]
+) -> tuple[Headers, bool]:
+    """Pass-through headers, the values of names the edge appends to, and whether the
+    client sent Connection (whose nominations `_drop_nominated` then applies)."""
+    out: Headers = []
+    has_connection = False
+    for item in headers:
+        name = item[0]
+        if name not in special:
+            out.append(item)
+        elif name in appended:
+            appended[name].append(item[1])
+        elif name == b"connection":
+            has_connection = True
+    return out, has_connection
+
+
+def _drop_nominated(headers: Headers, out: Headers, appended: dict[bytes, list[bytes]]) -> Headers:
+    """Remove names listed in Connection from the sender's headers only, before the edge
+    adds its own (golang/go#50580)."""
+    nominated = connection_tokens(headers) - _PROTECTED
+    if not nominated:
+        return out
+    for name in nominated & appended.keys():
+        appended[name].clear()
+    return [item for item in out if item[0] not in nominated]
+
+
+def _finish(out: Headers, via: list[bytes], request_id: bytes, upgrade: bytes | None) -> Headers:
+    via.append(_VIA)
+    out.append((b"via", b", ".join(via)))
+    out.append((b"x-request-id", request_id))
+    if upgrade is not None:
+        out.append((b"connection", b"upgrade"))
+        out.append((b"upgrade", upgrade))
+    return out
+
+
 def forward_request_headers(
     headers: Headers,
     *,
@@ -137,71 +176,27 @@ def forward_request_headers(
     X-Forwarded-For, Forwarded and Via are appended to; X-Forwarded-Proto, X-Forwarded-Host
     and X-Request-Id reflect what this edge saw (it is the first trusted hop).
     """
-    out: Headers = []
-    xff: list[bytes] = []
-    fwd: list[bytes] = []
-    via: list[bytes] = []
-    has_connection = False
-    for item in headers:
-        name = item[0]
-        if name not in _SPECIAL_REQUEST:
-            out.append(item)
-        elif name == b"x-forwarded-for":
-            xff.append(item[1])
-        elif name == b"forwarded":
-            fwd.append(item[1])
-        elif name == b"via":
-            via.append(item[1])
-        elif name == b"connection":
-            has_connection = True
+    appended: dict[bytes, list[bytes]] = {b"x-forwarded-for": [], b"forwarded": [], b"via": []}
+    out, has_connection = _split(headers, _SPECIAL_REQUEST, appended)
     if has_connection:
-        # Nominated names are removed from the client's headers only, before the edge adds
-        # its own below (golang/go#50580).
-        nominated = connection_tokens(headers) - _PROTECTED
-        if nominated:
-            out = [item for item in out if item[0] not in nominated]
-            xff = [] if b"x-forwarded-for" in nominated else xff
-            fwd = [] if b"forwarded" in nominated else fwd
-            via = [] if b"via" in nominated else via
+        out = _drop_nominated(headers, out, appended)
+    xff = appended[b"x-forwarded-for"]
     xff.append(client_ip.encode())
+    fwd = appended[b"forwarded"]
     fwd.append(_forwarded_element(client_ip, proto, authority))
-    via.append(_VIA)
     out.append((b"x-forwarded-for", b", ".join(xff)))
     out.append((b"x-forwarded-proto", proto.encode()))
     out.append((b"x-forwarded-host", authority.encode()))
     out.append((b"forwarded", b", ".join(fwd)))
-    out.append((b"via", b", ".join(via)))
-    out.append((b"x-request-id", request_id))
-    if upgrade is not None:
-        out.append((b"connection", b"upgrade"))
-        out.append((b"upgrade", upgrade))
-    return out
+    return _finish(out, appended[b"via"], request_id, upgrade)
 
 
 def forward_response_headers(
     headers: Headers, *, request_id: bytes, upgrade: bytes | None = None
 ) -> Headers:
     """The headers to send to the client for a backend response (hop-by-hop removed)."""
-    out: Headers = []
-    via: list[bytes] = []
-    has_connection = False
-    for item in headers:
-        name = item[0]
-        if name not in _SPECIAL_RESPONSE:
-            out.append(item)
-        elif name == b"via":
-            via.append(item[1])
-        elif name == b"connection":
-            has_connection = True
+    appended: dict[bytes, list[bytes]] = {b"via": []}
+    out, has_connection = _split(headers, _SPECIAL_RESPONSE, appended)
     if has_connection:
-        nominated = connection_tokens(headers) - _PROTECTED
-        if nominated:
-            out = [item for item in out if item[0] not in nominated]
-            via = [] if b"via" in nominated else via
-    via.append(_VIA)
-    out.append((b"via", b", ".join(via)))
-    out.append((b"x-request-id", request_id))
-    if upgrade is not None:
-        out.append((b"connection", b"upgrade"))
-        out.append((b"upgrade", upgrade))
-    return out
+        out = _drop_nominated(headers, out, appended)
+    return _finish(out, appended[b"via"], request_id, upgrade)
