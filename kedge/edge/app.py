@@ -33,7 +33,8 @@ from kedge.edge.forwarding.forwarder import Forwarder
 from kedge.edge.layers import AdhocPools, Dispatch, ErrorBoundary, Observe, compose
 from kedge.edge.observability.access_log import AccessLog
 from kedge.edge.observability.admin import AdminServer, make_admin_app, start_admin
-from kedge.edge.observability.metrics import EdgeMetrics, MetricsRegistry
+from kedge.edge.observability.edge_metrics import EdgeMetrics
+from kedge.edge.observability.metrics import MetricsRegistry
 from kedge.edge.routing.table import RouteTable
 from kedge.edge.state import EdgeState
 

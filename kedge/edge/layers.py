@@ -22,7 +22,7 @@ from kedge.edge.discovery.adhoc import match_adhoc, resolve_adhoc
 from kedge.edge.forwarding.forwarder import Forwarder
 from kedge.edge.forwarding.pool import EndpointPool
 from kedge.edge.observability.access_log import AccessLog
-from kedge.edge.observability.metrics import EdgeMetrics
+from kedge.edge.observability.edge_metrics import EdgeMetrics
 from kedge.edge.routing.table import RouteRequest
 from kedge.edge.state import EdgeState
 

@@ -1,0 +1,99 @@
+"""EdgeMetrics: the edge's own metrics, registered on a MetricsRegistry when constructed."""
+
+from __future__ import annotations
+
+from kedge.core.errors import all_error_kinds
+from kedge.edge.observability.metrics import DURATION_BUCKETS, MetricsRegistry
+
+__all__ = ["EdgeMetrics"]
+
+
+class EdgeMetrics:
+    """The edge's metrics, registered in `registry` when constructed.
+
+    Attributes (metric name, labels, meaning):
+      requests: kedge_requests_total{listener,route,backend,code}: requests answered, by
+        the exact status code sent to the client ("200", "503"); route and backend are ""
+        when the request failed before routing.
+      request_duration: kedge_request_duration_seconds{route,backend}: histogram of the
+        time from the request head being parsed to the last response byte being written.
+      errors: kedge_errors_total{kind}: requests answered with an edge error, by the
+        X-Kedge-Error-Type value (`KedgeError.kind`); every known kind starts at 0.
+      connections_accepted: kedge_connections_accepted_total{listener}: client
+        connections accepted (after the TCP accept, before any TLS handshake).
+      connections_active: kedge_connections_active{listener}: client connections open now.
+      upstream_connections_opened: kedge_upstream_connections_opened_total{backend}: new
+        connections to a backend's endpoints (pooled reuse does not count).
+      upstream_connect_failures: kedge_upstream_connect_failures_total{backend}: failed
+        attempts to connect to an endpoint (refused, timeout, TLS failure).
+      upstream_retries: kedge_upstream_retries_total{backend}: requests sent again to
+        another endpoint after a retryable failure.
+      backend_endpoints: kedge_backend_endpoints{backend}: ready endpoints per backend in
+        the current endpoint set.
+      config_reloads: kedge_config_reloads_total{result}: reload attempts, result
+        "success" or "failure" (both start at 0).
+      config_generation: kedge_config_generation: generation number of the config in
+        use; increases by one with every successful reload.
+      draining: kedge_draining: 1 while the edge drains before shutting down, else 0.
+      request_bytes: kedge_request_bytes_total{direction}: body bytes proxied, "in" from
+        clients and "out" to clients; `bytes_in` and `bytes_out` are its two children.
+    """
+
+    def __init__(self, registry: MetricsRegistry) -> None:
+        r = registry
+        self.requests = r.counter(
+            "kedge_requests_total",
+            "Requests answered, by listener, route, backend and exact status code.",
+            ("listener", "route", "backend", "code"),
+        )
+        self.request_duration = r.histogram(
+            "kedge_request_duration_seconds",
+            "Time from request head parsed to last response byte written.",
+            ("route", "backend"),
+            DURATION_BUCKETS,
+        )
+        self.errors = r.counter(
+            "kedge_errors_total", "Requests answered with an edge error, by kind.", ("kind",)
+        )
+        for kind in sorted(all_error_kinds()):
+            self.errors.labels(kind)
+        self.connections_accepted = r.counter(
+            "kedge_connections_accepted_total", "Client connections accepted.", ("listener",)
+        )
+        self.connections_active = r.gauge(
+            "kedge_connections_active", "Client connections open now.", ("listener",)
+        )
+        self.upstream_connections_opened = r.counter(
+            "kedge_upstream_connections_opened_total",
+            "New connections opened to a backend's endpoints.",
+            ("backend",),
+        )
+        self.upstream_connect_failures = r.counter(
+            "kedge_upstream_connect_failures_total",
+            "Failed attempts to connect to a backend's endpoints.",
+            ("backend",),
+        )
+        self.upstream_retries = r.counter(
+            "kedge_upstream_retries_total",
+            "Requests retried on another endpoint of the backend.",
+            ("backend",),
+        )
+        self.backend_endpoints = r.gauge(
+            "kedge_backend_endpoints", "Ready endpoints per backend.", ("backend",)
+        )
+        self.config_reloads = r.counter(
+            "kedge_config_reloads_total", "Config reload attempts, by result.", ("result",)
+        )
+        self.config_reloads.labels("success")
+        self.config_reloads.labels("failure")
+        self.config_generation = r.gauge(
+            "kedge_config_generation", "Generation number of the config in use."
+        )
+        self.draining = r.gauge("kedge_draining", "1 while the edge is draining, else 0.")
+        self.request_bytes = r.counter(
+            "kedge_request_bytes_total",
+            "Body bytes proxied: in from clients, out to clients.",
+            ("direction",),
+        )
+        self.bytes_in = self.request_bytes.labels("in")
+        self.bytes_out = self.request_bytes.labels("out")
