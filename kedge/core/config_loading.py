@@ -9,6 +9,7 @@ instead. The pure parsers (`parse_duration`, `parse_size`, `parse_address`) rais
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import math
@@ -26,9 +27,12 @@ __all__ = [
     "Fields",
     "InvalidValue",
     "Node",
+    "claim_name",
     "closest",
+    "dataclass_keys",
     "is_dns_name",
     "load_yaml",
+    "node_list",
     "parse_address",
     "parse_duration",
     "parse_size",
@@ -475,3 +479,22 @@ class Fields:
     def get_size(self, key: str, default: int, *, allow_zero: bool = True) -> int:
         n = self.get(key)
         return default if n is None else n.as_size(allow_zero=allow_zero)
+
+
+def dataclass_keys(cls: type) -> tuple[str, ...]:
+    """The YAML keys of a section whose keys are exactly its dataclass's field names."""
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def node_list(node: Node | None) -> list[Node]:
+    """The items of an optional list node (none when the key is absent)."""
+    return [] if node is None else node.as_list()
+
+
+def claim_name(seen: dict[str, str], name: str, node: Node, what: str) -> None:
+    """Record a name; a second use is an error naming where the first one is."""
+    if name in seen:
+        raise node.error(
+            f"duplicate {what} name {name!r} (also {seen[name]})", f"give each {what} a unique name"
+        )
+    seen[name] = node.path

@@ -8,23 +8,28 @@ config works from any working directory.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
 import re
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
 from importlib import resources
 from typing import Literal
 
-from kedge.core.config_loading import Fields, Node, closest, is_dns_name, load_yaml, parse_yaml_text
-from kedge.core.errors import BadRequest
-from kedge.core.http.paths import canonical_path
+from kedge.core.config_loading import (
+    Fields,
+    Node,
+    claim_name,
+    dataclass_keys,
+    is_dns_name,
+    load_yaml,
+    node_list,
+    parse_yaml_text,
+)
 from kedge.core.net.tls import client_context, server_context
 from kedge.edge.config import (
     Address,
-    AdhocRule,
     AdminConfig,
     BackendConfig,
     BackendTimeouts,
@@ -32,22 +37,18 @@ from kedge.edge.config import (
     Balancer,
     DnsResolverConfig,
     EdgeConfig,
-    HeaderMatch,
     LimitsConfig,
     ListenerConfig,
     ListenerTls,
     PoolConfig,
-    PortRange,
-    ProxyMode,
     ResolverConfig,
     RetryConfig,
-    RouteConfig,
-    RouteMatch,
     SrvResolverConfig,
     StaticEndpoint,
     StaticResolverConfig,
     TimeoutsConfig,
 )
+from kedge.edge.config_routes import parse_adhoc_rule, parse_routes
 
 __all__ = ["DEMO_SOURCE", "embedded_demo_config", "load_edge_config", "parse_edge_config"]
 
@@ -65,14 +66,6 @@ _TOP_KEYS = (
     "adhoc",
 )
 _BACKEND_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
-_HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # RFC 1123 §2.1
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # token, RFC 9110 §5.6.2
-_PATH_CHARS = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")  # RFC 3986 §3.3 pchar
-
-
-def _keys(cls: type) -> tuple[str, ...]:
-    """The YAML keys of a section whose keys are exactly its dataclass's field names."""
-    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def load_edge_config(path: str) -> EdgeConfig:
@@ -98,8 +91,8 @@ def parse_edge_config(data: object, source: str, *, base_dir: str | None = None)
         base_dir,
     )
     backends = _backends(f.get("backends"), base_dir)
-    routes = _routes(f.get("routes"), backends)
-    adhoc = tuple(_adhoc_rule(n) for n in _list(f.get("adhoc")))
+    routes = parse_routes(f.get("routes"), backends)
+    adhoc = tuple(parse_adhoc_rule(n) for n in node_list(f.get("adhoc")))
     base = EdgeConfig(source, listeners, backends, routes)
     config = EdgeConfig(
         source=source,
@@ -120,22 +113,9 @@ def parse_edge_config(data: object, source: str, *, base_dir: str | None = None)
 # --- small shared pieces --------------------------------------------------------------
 
 
-def _list(node: Node | None) -> list[Node]:
-    return [] if node is None else node.as_list()
-
-
 def _address(node: Node, *, allow_port_zero: bool = False) -> Address:
     host, port = node.as_address(allow_port_zero=allow_port_zero)
     return Address(host, port)
-
-
-def _claim(seen: dict[str, str], name: str, node: Node, what: str) -> None:
-    """Record a name; a second use is an error naming where the first one is."""
-    if name in seen:
-        raise node.error(
-            f"duplicate {what} name {name!r} (also {seen[name]})", f"give each {what} a unique name"
-        )
-    seen[name] = node.path
 
 
 def _existing_file(node: Node, base_dir: str | None) -> str:
@@ -169,12 +149,12 @@ def _listeners(node: Node, base_dir: str | None) -> tuple[ListenerConfig, ...]:
     for i, item in enumerate(node.as_list(allow_empty=False)):
         f = item.as_mapping(("name", "address", "tls"))
         name = f.get_str("name", f"listeners[{i}]")
-        _claim(seen, name, f.get("name") or item, "listener")
+        claim_name(seen, name, f.get("name") or item, "listener")
         # Port 0 lets tests bind a free port; the app reports the one it got.
         address = _address(
             f.require("address", "e.g. `address: 127.0.0.1:8080`"), allow_port_zero=True
         )
-        tls = _optional_tls(f, _keys(ListenerTls))
+        tls = _optional_tls(f, dataclass_keys(ListenerTls))
         listener_tls = None
         if tls is not None:
             fix = "give the PEM file of the listener's certificate chain and its key"
@@ -194,7 +174,7 @@ def _listeners(node: Node, base_dir: str | None) -> tuple[ListenerConfig, ...]:
 def _admin(node: Node | None, default: AdminConfig) -> AdminConfig:
     if node is None:
         return default
-    f = node.as_mapping(_keys(AdminConfig))
+    f = node.as_mapping(dataclass_keys(AdminConfig))
     n = f.get("address")
     return default if n is None else AdminConfig(_address(n, allow_port_zero=True))
 
@@ -202,7 +182,7 @@ def _admin(node: Node | None, default: AdminConfig) -> AdminConfig:
 def _limits(node: Node | None, d: LimitsConfig) -> LimitsConfig:
     if node is None:
         return d
-    f = node.as_mapping(_keys(LimitsConfig))
+    f = node.as_mapping(dataclass_keys(LimitsConfig))
     return LimitsConfig(
         max_uri_bytes=f.get_size("max_uri_bytes", d.max_uri_bytes, allow_zero=False),
         max_header_bytes=f.get_size("max_header_bytes", d.max_header_bytes, allow_zero=False),
@@ -223,7 +203,7 @@ def _limits(node: Node | None, d: LimitsConfig) -> LimitsConfig:
 def _timeouts(node: Node | None, d: TimeoutsConfig) -> TimeoutsConfig:
     if node is None:
         return d
-    f = node.as_mapping(_keys(TimeoutsConfig))
+    f = node.as_mapping(dataclass_keys(TimeoutsConfig))
     return TimeoutsConfig(
         request_header=f.get_duration("request_header", d.request_header, allow_zero=False),
         request_body_idle=f.get_duration(
@@ -262,15 +242,15 @@ def _check_address_clashes(f: Fields, config: EdgeConfig) -> None:
 def _backends(node: Node | None, base_dir: str | None) -> tuple[BackendConfig, ...]:
     seen: dict[str, str] = {}
     out: list[BackendConfig] = []
-    for item in _list(node):
+    for item in node_list(node):
         backend = _backend(item, base_dir)
-        _claim(seen, backend.name, item.child("name"), "backend")
+        claim_name(seen, backend.name, item.child("name"), "backend")
         out.append(backend)
     return tuple(out)
 
 
 def _backend(item: Node, base_dir: str | None) -> BackendConfig:
-    f = item.as_mapping(_keys(BackendConfig))
+    f = item.as_mapping(dataclass_keys(BackendConfig))
     name_node = f.require("name", "e.g. `name: api`")
     name = name_node.as_str()
     if not _BACKEND_NAME.fullmatch(name):
@@ -284,7 +264,7 @@ def _backend(item: Node, base_dir: str | None) -> BackendConfig:
         f.require("resolver", "e.g. `resolver: {static: {endpoints: [127.0.0.1:9000]}}`")
     )
     base = BackendConfig(name, resolver)
-    tls = _optional_tls(f, _keys(BackendTlsConfig))
+    tls = _optional_tls(f, dataclass_keys(BackendTlsConfig))
     return BackendConfig(
         name=name,
         resolver=resolver,
@@ -337,7 +317,7 @@ def _check_loads(node: Node, load: Callable[[], object], fix: str) -> None:
 
 
 def _pool(node: Node, d: PoolConfig) -> PoolConfig:
-    f = node.as_mapping(_keys(PoolConfig))
+    f = node.as_mapping(dataclass_keys(PoolConfig))
     return PoolConfig(
         max_idle_per_endpoint=f.get_int(
             "max_idle_per_endpoint", d.max_idle_per_endpoint, minimum=0
@@ -350,7 +330,7 @@ def _pool(node: Node, d: PoolConfig) -> PoolConfig:
 
 
 def _backend_timeouts(node: Node, d: BackendTimeouts) -> BackendTimeouts:
-    f = node.as_mapping(_keys(BackendTimeouts))
+    f = node.as_mapping(dataclass_keys(BackendTimeouts))
     return BackendTimeouts(
         connect=f.get_duration("connect", d.connect, allow_zero=False),
         response_header=f.get_duration("response_header", d.response_header),
@@ -359,7 +339,7 @@ def _backend_timeouts(node: Node, d: BackendTimeouts) -> BackendTimeouts:
 
 
 def _retries(node: Node, d: RetryConfig) -> RetryConfig:
-    f = node.as_mapping(_keys(RetryConfig))
+    f = node.as_mapping(dataclass_keys(RetryConfig))
     return RetryConfig(attempts=f.get_int("attempts", d.attempts, minimum=1))
 
 
@@ -388,7 +368,7 @@ def _resolver(node: Node) -> ResolverConfig:
 
 
 def _static(node: Node) -> StaticResolverConfig:
-    f = node.as_mapping(_keys(StaticResolverConfig))
+    f = node.as_mapping(dataclass_keys(StaticResolverConfig))
     items = f.require("endpoints", "e.g. `endpoints: [127.0.0.1:9000]`").as_list(allow_empty=False)
     seen: dict[Address, str] = {}
     out: list[StaticEndpoint] = []
@@ -456,7 +436,7 @@ def _nameservers(node: Node | None, default: tuple[Address, ...]) -> tuple[Addre
 
 
 def _dns(node: Node) -> DnsResolverConfig:
-    f = node.as_mapping(_keys(DnsResolverConfig))
+    f = node.as_mapping(dataclass_keys(DnsResolverConfig))
     base = DnsResolverConfig(
         name=_resolver_name(f.require("name", "e.g. `name: svc.example.test`")),
         port=f.require("port", "e.g. `port: 80`").as_port(),
@@ -493,7 +473,7 @@ def _families(node: Node) -> tuple[Literal["A", "AAAA"], ...]:
 
 
 def _srv(node: Node) -> SrvResolverConfig:
-    f = node.as_mapping(_keys(SrvResolverConfig))
+    f = node.as_mapping(dataclass_keys(SrvResolverConfig))
     base = SrvResolverConfig(
         _resolver_name(f.require("name", "e.g. `name: _http._tcp.svc.example.test`"))
     )
@@ -509,233 +489,3 @@ def _srv(node: Node) -> SrvResolverConfig:
 
 
 # --- routes -----------------------------------------------------------------------------
-
-
-def _routes(node: Node | None, backends: Iterable[BackendConfig]) -> tuple[RouteConfig, ...]:
-    known = [b.name for b in backends]
-    seen: dict[str, str] = {}
-    out: list[RouteConfig] = []
-    for i, item in enumerate(_list(node)):
-        f = item.as_mapping(("name", "backend", "match", "max_request_body_bytes"))
-        name = f.get_str("name", f"routes[{i}]")
-        _claim(seen, name, f.get("name") or item, "route")
-        backend_node = f.require("backend", "name the backend this route sends requests to")
-        backend = backend_node.as_str()
-        if backend not in known:
-            near = closest(backend, known)
-            hint = f"did you mean {near[0]!r}? " if near else ""
-            fix = (
-                f"{hint}known backends: {', '.join(known)}"
-                if known
-                else f"define a backend named {backend!r} under `backends:`"
-            )
-            raise backend_node.error(f"unknown backend {backend!r}", fix)
-        base = RouteConfig(name, backend)
-        limit = f.get("max_request_body_bytes")
-        out.append(
-            RouteConfig(
-                name=name,
-                backend=backend,
-                match=_match(n) if (n := f.get("match")) else base.match,
-                max_request_body_bytes=limit.as_size() if limit else base.max_request_body_bytes,
-            )
-        )
-    return tuple(out)
-
-
-def _match(node: Node) -> RouteMatch:
-    f = node.as_mapping(_keys(RouteMatch))
-    d = RouteMatch()
-    return RouteMatch(
-        host=_host_pattern(n) if (n := f.get("host")) else d.host,
-        port=n.as_port() if (n := f.get("port")) else d.port,
-        paths=tuple(_path(p) for p in n.as_list()) if (n := f.get("paths")) else d.paths,
-        headers=_headers(n) if (n := f.get("headers")) else d.headers,
-        proxy_mode=f.get_enum("proxy_mode", ProxyMode, d.proxy_mode),
-    )
-
-
-def _host_pattern(node: Node) -> str:
-    """An exact host or "*.suffix", as `kedge.core.http.authority` normalises request hosts.
-
-    Lower-cased, one trailing dot removed; labels are letters, digits and inner hyphens
-    (RFC 1123), IPv6 literals are compressed. A pattern no request host can have is an
-    error here rather than a route that silently never matches.
-    """
-    text = node.as_str()
-    host = text.lower().removesuffix(".")
-    body = host.removeprefix("*.")
-    if host == "*":
-        raise node.error("'*' alone is not a host pattern", "remove the key to match every host")
-    if "*" in body:
-        raise node.error(
-            f"{text!r}: '*' is only allowed as a whole first label",
-            "write '*.example.test' (matches a.example.test and a.b.example.test)",
-        )
-    if ":" in body:
-        try:
-            return ipaddress.IPv6Address(host.removeprefix("[").removesuffix("]")).compressed
-        except ValueError:
-            raise node.error(
-                f"{text!r} contains a port or ':'", "give the host alone and the port as `port:`"
-            ) from None
-    labels = body.split(".")
-    if len(body) > 253 or not all(labels):
-        raise node.error(f"{text!r} has an empty label or is too long", "e.g. demo.local")
-    for label in labels:
-        if not _HOST_LABEL.fullmatch(label):
-            raise node.error(
-                f"{text!r}: label {label!r} cannot appear in a request's host",
-                "use letters, digits and inner '-' (at most 63 per label; no '_')",
-            )
-    return host
-
-
-def _path(node: Node) -> str:
-    """ "/exact", "/prefix/*" or "/*", already in the canonical form requests are compared in."""
-    path = node.as_str()
-    fix = "write '/exact', '/prefix/*' or '/*'"
-    if "?" in path or "#" in path:
-        raise node.error(
-            f"{path!r} contains a query or fragment", "match the path only, without '?' or '#'"
-        )
-    if not _PATH_CHARS.fullmatch(path):
-        raise node.error(
-            f"{path!r} must start with '/' and use only URI path characters",
-            f"{fix}; percent-encode other characters (RFC 3986 §3.3)",
-        )
-    if "*" in path.removesuffix("/*"):
-        raise node.error(f"{path!r}: '*' is only allowed as a final '/*'", fix)
-    # Requests are routed on kedge.core.http.paths.canonical_path; a rule in another form
-    # would never match, and a rule that cannot be canonicalised matches no valid request.
-    try:
-        canonical = canonical_path(path)
-    except BadRequest as exc:
-        raise node.error(f"{path!r} can never match a request: {exc.reason}", fix) from None
-    if canonical != path:
-        raise node.error(
-            f"{path!r} is not in canonical form, so it would never match",
-            f"write {canonical!r} (no '//', '.' or '..' segments, unreserved characters unescaped)",
-        )
-    return path
-
-
-def _headers(node: Node) -> tuple[HeaderMatch, ...]:
-    """`{name: exact}` or a list of `{name, exact}` / `{name, regex}`; every one must match."""
-    if isinstance(node.value, dict):
-        f = node.as_mapping()
-        return tuple(
-            HeaderMatch(_header_name(k, node.child(k)), exact=_header_value(node.child(k)))
-            for k in f
-        )
-    if not isinstance(node.value, list):
-        raise node.error(
-            "expected a mapping of header name to value, or a list of {name, exact|regex}",
-            "e.g. `headers: {x-env: prod}`",
-        )
-    out: list[HeaderMatch] = []
-    for item in node.as_list():
-        g = item.as_mapping(_keys(HeaderMatch))
-        name_node = g.require("name", "e.g. `name: x-env`")
-        name = _header_name(name_node.as_str(), name_node)
-        if ("exact" in g) == ("regex" in g):
-            raise item.error(
-                "give exactly one of exact or regex", "e.g. `{name: x-env, exact: prod}`"
-            )
-        if (n := g.get("exact")) is not None:
-            out.append(HeaderMatch(name, exact=_header_value(n)))
-            continue
-        regex_node = item.child("regex")
-        pattern = regex_node.as_str()
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise regex_node.error(
-                f"invalid regular expression: {exc}",
-                "fix the pattern (Python re, matched against the whole value)",
-            ) from None
-        out.append(HeaderMatch(name, regex=pattern))
-    return tuple(out)
-
-
-def _header_name(text: str, node: Node) -> str:
-    name = text.lower()
-    if not _HEADER_NAME.fullmatch(name):
-        raise node.error(
-            f"{text!r} is not a valid header name", "use letters, digits and '-', e.g. x-env"
-        )
-    return name
-
-
-def _header_value(node: Node) -> str:
-    value = node.as_str(allow_empty=True)
-    # RFC 9110 §5.5: no CR/LF/NUL, and parsers strip surrounding whitespace, so such a
-    # value could never match.
-    if any(c in value for c in "\r\n\0") or value != value.strip(" \t"):
-        raise node.error(
-            f"{value!r} can never match a header value",
-            "remove control characters and outer spaces",
-        )
-    return value
-
-
-# --- adhoc ------------------------------------------------------------------------------
-
-
-def _adhoc_rule(item: Node) -> AdhocRule:
-    f = item.as_mapping(
-        (
-            "dns_name",
-            "port",
-            "replace",
-            "allow_loopback",
-            "allow_link_local",
-            "allow_private",
-            "connect_timeout",
-        )
-    )
-    d = AdhocRule(_host_pattern(f.require("dns_name", "e.g. `dns_name: '*.pods.internal'`")))
-    default_port, allowed, ranges = d.default_port, d.allowed_ports, d.allowed_port_ranges
-    if (n := f.get("port")) is not None:
-        g = n.as_mapping(("default", "allowed", "allowed_ranges"))
-        default_port = g.get_int("default", default_port, minimum=1, maximum=65535)
-        allowed = tuple(p.as_port() for p in _list(g.get("allowed")))
-        ranges = tuple(_port_range(r) for r in _list(g.get("allowed_ranges")))
-        # kEdge checks the default port against the allow lists too; a default outside
-        # non-empty lists would refuse every request without a port, surely a mistake.
-        # (Empty lists are a deliberate deny rule: the first match decides, with 403.)
-        if (
-            (allowed or ranges)
-            and default_port not in allowed
-            and not any(r.low <= default_port <= r.high for r in ranges)
-        ):
-            raise n.child("default").error(
-                f"default port {default_port} is not in allowed or allowed_ranges",
-                f"add {default_port} to port.allowed",
-            )
-    pattern, substitution = d.replace_pattern, d.replace_substitution
-    if (n := f.get("replace")) is not None:
-        g = n.as_mapping(("pattern", "substitution"))
-        pattern = g.require("pattern", "e.g. `pattern: .pods.internal`").as_str()
-        substitution = g.get_str("substitution", substitution, allow_empty=True)
-    return AdhocRule(
-        dns_name=d.dns_name,
-        default_port=default_port,
-        allowed_ports=allowed,
-        allowed_port_ranges=ranges,
-        replace_pattern=pattern,
-        replace_substitution=substitution,
-        allow_loopback=f.get_bool("allow_loopback", d.allow_loopback),
-        allow_link_local=f.get_bool("allow_link_local", d.allow_link_local),
-        allow_private=f.get_bool("allow_private", d.allow_private),
-        connect_timeout=f.get_duration("connect_timeout", d.connect_timeout, allow_zero=False),
-    )
-
-
-def _port_range(node: Node) -> PortRange:
-    f = node.as_mapping(("from", "to"))
-    low = f.require("from", "e.g. `{from: 9000, to: 9100}`").as_port()
-    high = f.require("to", "e.g. `{from: 9000, to: 9100}`").as_port()
-    if low > high:
-        raise node.error(f"from ({low}) is greater than to ({high})", "make from <= to")
-    return PortRange(low, high)
