@@ -103,6 +103,9 @@ _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 # Every name the request rewrite treats specially: one set lookup for the common header.
 _SPECIAL_REQUEST = HOP_BY_HOP | _EDGE_SET | _EDGE_APPEND | _SPOOFABLE_IDENTITY
 _SPECIAL_RESPONSE = HOP_BY_HOP | {b"via", b"x-request-id"}
+# Tokens whose nomination changes nothing: protected names, names removed anyway, and
+# `close`, an option rather than a field (the usual `Connection: keep-alive` costs nothing).
+_NOT_NOMINATABLE = _PROTECTED | HOP_BY_HOP | {b"close"}
 
 
 def _quote_forwarded(value: str) -> str:
@@ -142,7 +145,7 @@ def _split(
 def _drop_nominated(headers: Headers, out: Headers, appended: dict[bytes, list[bytes]]) -> Headers:
     """Remove names listed in Connection from the sender's headers only, before the edge
     adds its own (golang/go#50580)."""
-    nominated = connection_tokens(headers) - _PROTECTED
+    nominated = connection_tokens(headers) - _NOT_NOMINATABLE
     if not nominated:
         return out
     for name in nominated & appended.keys():
