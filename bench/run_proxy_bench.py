@@ -15,6 +15,7 @@ import os
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -319,12 +320,23 @@ def run(bench: Bench) -> int:
             f"{', '.join(noisy)}: the machine was not quiet, rerun when it is"
         )
 
+    _route_table_cost(args.quick)
+
     errors = sum(s.errors for s in summaries) + sum(r.failed for r in bench.idle.values())
     if errors:
         print(f"\nFAIL: {errors} errors (non-2xx/3xx, socket errors or failed idle connections)")
     if args.json:
         write_json(args.json, bench, facts, summaries)
     return 1 if errors else 0
+
+
+def _route_table_cost(quick: bool) -> None:
+    """Route-table lookup cost at 10 / 1k / 100k routes (bench/bench_route_table.py)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_route_table.py")
+    print("\nroute-table lookup cost (python bench/bench_route_table.py)")
+    cmd = [sys.executable, script] + (["--lookups", "20000"] if quick else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+    print(proc.stdout.rstrip() or proc.stderr.rstrip())
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
