@@ -73,6 +73,12 @@ def _listener_body_limit(config: EdgeConfig) -> int:
     return 0 if 0 in limits else max(limits)
 
 
+def _load_and_compile(path: str) -> tuple[EdgeConfig, RouteTable]:
+    """Parse a config file and compile its route table (pure work, run in a thread)."""
+    config = load_edge_config(path)
+    return config, RouteTable.compile(config.routes, source=config.source)
+
+
 def _freeze_long_lived() -> None:
     """Move what exists now (modules, config, route table) out of the cyclic GC's reach.
 
@@ -137,8 +143,15 @@ class EdgeApp:
 
         return on_change
 
-    def _build_state(self, config: EdgeConfig, generation: int, old: EdgeState | None) -> EdgeState:
-        table = RouteTable.compile(config.routes, source=config.source)
+    def _build_state(
+        self,
+        config: EdgeConfig,
+        generation: int,
+        old: EdgeState | None,
+        table: RouteTable | None = None,
+    ) -> EdgeState:
+        if table is None:
+            table = RouteTable.compile(config.routes, source=config.source)
         backends: dict[str, Backend] = {}
         for bc in config.backends:
             previous = old.backends.get(bc.name) if old else None
@@ -348,9 +361,11 @@ class EdgeApp:
         # after a write reloads once), and a write after the stamp still triggers a reload.
         self._file_stamp = self._stamp()
         try:
-            config = load_edge_config(self.config_path)
+            # Parsing and compiling a large table takes seconds (100k routes: ~2 s of
+            # compile): do it off the event loop, which keeps serving meanwhile.
+            config, table = await asyncio.to_thread(_load_and_compile, self.config_path)
             old = self.state
-            new = self._build_state(config, old.generation + 1, old)
+            new = self._build_state(config, old.generation + 1, old, table)
         except (ConfigError, OSError) as exc:
             # OSError: the file parsed, but a backend could not be built from it (e.g. a CA
             # file with no certificate in it; ssl.SSLError is an OSError).
