@@ -784,3 +784,43 @@ async def test_client_disconnect_closes_backend_connection_promptly(when: str) -
         async with asyncio.timeout(2):
             await be.closed[0].wait()
         assert closed_at and closed_at[0] - gone < 1.0, closed_at[0] - gone
+
+
+async def test_extra_bytes_after_a_response_never_reach_the_next_request() -> None:
+    """A backend that sends a second, unsolicited response after the first one must not
+    have it served to the next request on the pooled connection (response desync)."""
+    import asyncio as _asyncio
+
+    from tests.support.backend import recording_backend, simple_response
+    from tests.support.edge import running_edge
+
+    async def respond(req, writer):  # type: ignore[no-untyped-def]
+        if req.target == "/first":
+            writer.write(simple_response(200, b"first") + simple_response(200, b"SMUGGLED"))
+        else:
+            writer.write(simple_response(200, b"second"))
+
+    async with (
+        recording_backend(respond) as be,
+        running_edge(
+            f"""
+listeners: [{{name: http, address: "127.0.0.1:0"}}]
+admin: {{address: "127.0.0.1:0"}}
+backends:
+  - name: b
+    resolver: {{static: {{endpoints: ["{be.address}"]}}}}
+routes: [{{backend: b, match: {{host: app.test}}}}]
+"""
+        ) as edge,
+    ):
+        bodies = []
+        for path in ("/first", "/second"):
+            reader, writer = await _asyncio.open_connection("127.0.0.1", edge.port())
+            writer.write(
+                f"GET {path} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n".encode()
+            )
+            data = await _asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            bodies.append(data.rsplit(b"\r\n\r\n", 1)[-1])
+            await _asyncio.sleep(0.05)  # let the unsolicited bytes arrive on the idle connection
+        assert bodies == [b"first", b"second"]

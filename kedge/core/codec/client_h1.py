@@ -40,12 +40,19 @@ class _Stop(Exception):
 class ResponseStart:
     """What `H1ClientConnection.response()` returns: the head and how the body is framed."""
 
-    __slots__ = ("content_length", "has_body", "head")
+    __slots__ = ("body", "content_length", "has_body", "head")
 
-    def __init__(self, head: ResponseHead, has_body: bool, content_length: int | None) -> None:
+    def __init__(
+        self,
+        head: ResponseHead,
+        has_body: bool,
+        content_length: int | None,
+        body: BodyStream | None,
+    ) -> None:
         self.head = head
         self.has_body = has_body
         self.content_length = content_length
+        self.body = body  # this response's body (None: none); never read conn.body instead
 
 
 class H1ClientConnection(asyncio.Protocol):
@@ -144,8 +151,10 @@ class H1ClientConnection(asyncio.Protocol):
         if self._tunnel is not None:
             self._tunnel.tunnel_write(data)
             return
-        if self._head_waiter is None and self.body is None:
-            # Bytes nobody asked for: the endpoint is out of step with us.
+        if self.response_complete or (self._head_waiter is None and self.body is None):
+            # Bytes nobody asked for (one exchange at a time, no pipelining upstream): the
+            # endpoint is out of step with us, and a reused connection would hand them to
+            # the next request as its response (hardening R16). Never reuse it.
             self._protocol_error("unsolicited bytes from endpoint")
             return
         self.received_any = True
@@ -167,6 +176,11 @@ class H1ClientConnection(asyncio.Protocol):
             if not self.response_complete:
                 error = self._error
                 self._protocol_error(error.reason if error else "invalid response from endpoint")
+            elif self._error is not None:
+                # The response is complete and stays good; the connection does not.
+                self.reusable = False
+                if self.transport is not None:
+                    self.transport.abort()
             return
         except httptools.HttpParserError as exc:
             self._protocol_error(f"invalid response from endpoint: {str(exc)[:100]}")
@@ -178,6 +192,10 @@ class H1ClientConnection(asyncio.Protocol):
 
     # -- llhttp callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self.response_complete:
+            # A second message in the same segment as a complete response: unsolicited.
+            self._error = UpstreamProtocolError("unsolicited response from endpoint")
+            raise _Stop
         self._in_head = True
         self._head_bytes = 0
         self._head_size = 0
@@ -232,7 +250,9 @@ class H1ClientConnection(asyncio.Protocol):
         self._head_waiter = None
         self.deadline = 0.0
         if waiter is not None and not waiter.done():
-            waiter.set_result(ResponseStart(head, has_body, None if chunked else content_length))
+            waiter.set_result(
+                ResponseStart(head, has_body, None if chunked else content_length, self.body)
+            )
         if self._is_head_request:
             # llhttp cannot be told the request was HEAD, so it would wait for a body of
             # Content-Length bytes. Stop here; such a connection is not reused.

@@ -201,7 +201,7 @@ class Forwarder:
             )
             if timeouts.idle > 0:
                 conn.set_deadline(timeouts.idle)
-            rbody = conn.body
+            rbody = start.body
             if start.has_body and rbody is not None:
                 await self._stream_response(ex, conn, rbody, timeouts.idle)
                 if ex.finished:  # aborted mid-body
