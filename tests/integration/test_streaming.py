@@ -824,3 +824,36 @@ routes: [{{backend: b, match: {{host: app.test}}}}]
             bodies.append(data.rsplit(b"\r\n\r\n", 1)[-1])
             await _asyncio.sleep(0.05)  # let the unsolicited bytes arrive on the idle connection
         assert bodies == [b"first", b"second"]
+
+
+async def test_a_slow_upload_is_not_cut_by_the_response_header_timeout() -> None:
+    """The response-head timeout (1 s here) starts after the request body is sent: an
+    upload that trickles for 2.5 s still gets the backend's answer."""
+    import asyncio as _asyncio
+
+    from tests.support.backend import recording_backend
+    from tests.support.edge import running_edge
+
+    async with (
+        recording_backend() as be,
+        running_edge(
+            f"""
+listeners: [{{name: http, address: "127.0.0.1:0"}}]
+admin: {{address: "127.0.0.1:0"}}
+backends:
+  - name: b
+    resolver: {{static: {{endpoints: ["{be.address}"]}}}}
+    timeouts: {{response_header: 1s}}
+routes: [{{backend: b, match: {{host: app.test}}}}]
+"""
+        ) as edge,
+    ):
+        reader, writer = await _asyncio.open_connection("127.0.0.1", edge.port())
+        writer.write(b"POST /up HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n\r\n")
+        for chunk in (b"a", b"b", b"c", b"d", b"e"):
+            await _asyncio.sleep(0.5)
+            writer.write(chunk)
+        head = await _asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert be.requests[0].body == b"abcde"

@@ -310,6 +310,12 @@ class H1ClientConnection(asyncio.Protocol):
                 self.body.feed_error(self._error)
         self.close()
 
+    def expect_head_within(self, seconds: float) -> None:
+        """Start the response-head timeout now (the request body has been sent)."""
+        if self._head_waiter is not None:
+            self._response_timeout = seconds
+            self.set_deadline(seconds)
+
     def set_deadline(self, seconds: float, error: KedgeError | None = None) -> None:
         self.deadline = time.monotonic() + seconds if seconds > 0 else 0.0
         self._deadline_error = error

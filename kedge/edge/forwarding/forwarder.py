@@ -153,15 +153,21 @@ class Forwarder:
         tunnel = False
         pump: asyncio.Task[None] | None = None
         try:
+            body = ex.body
+            streaming = body is not None and not (
+                body.is_complete and (not body_limit or body.total <= body_limit)
+            )
             conn.start(
                 head_bytes,
                 is_head_request=ex.head.method == "HEAD",
-                response_timeout=timeouts.response_header,
+                # Like Envoy's route timeout, the wait for the response head starts once
+                # the whole request is sent: a slow upload is not a slow backend (the
+                # client side has its own body-idle timeout).
+                response_timeout=0.0 if streaming else timeouts.response_header,
                 on_interim=ex.send_interim,
             )
-            body = ex.body
             if body is not None:
-                if body.is_complete and (not body_limit or body.total <= body_limit):
+                if not streaming:
                     data = body.take_all()
                     if chunked:
                         data = (b"%x\r\n%s\r\n" % (len(data), data) if data else b"") + (
@@ -170,7 +176,7 @@ class Forwarder:
                     conn.write(data)
                 else:
                     pump = asyncio.get_running_loop().create_task(
-                        self._pump(body, conn, chunked, body_limit)
+                        self._pump(body, conn, chunked, body_limit, timeouts.response_header)
                     )
             try:
                 start = await conn.response()
@@ -250,7 +256,12 @@ class Forwarder:
             conn.abort()
 
     async def _pump(
-        self, body: BodyStream, conn: H1ClientConnection, chunked: bool, body_limit: int
+        self,
+        body: BodyStream,
+        conn: H1ClientConnection,
+        chunked: bool,
+        body_limit: int,
+        response_timeout: float,
     ) -> None:
         """Request body from client to endpoint, with backpressure both ways."""
         try:
@@ -266,6 +277,7 @@ class Forwarder:
                 await conn.drain()
             if chunked:
                 conn.write(last_chunk(body.trailers))
+            conn.expect_head_within(response_timeout)
         except KedgeError:
             conn.abort()
             raise
