@@ -265,16 +265,13 @@ class H1ServerConnection(asyncio.Protocol):
                 self._fail(HeaderTooLarge("request head too large"))
 
     def eof_received(self) -> bool | None:
+        # A FIN from the client ends the exchange: the edge cannot tell a half-close
+        # (`nc -N`) from a full close, and a client that went away (a cancelled
+        # `kubectl logs -f`) must not keep its backend stream alive. Like nginx with
+        # proxy_ignore_client_abort off, in-flight work is cancelled (logged as 499).
         if self._body is not None and not self._body.at_eof:
             self._body.feed_error(ClientDisconnected("client closed mid-request"))
-            return None  # let the transport close
-        if (self._active is not None or self._queue) and not self._in_head:
-            # The client sent whole requests and then shut down its sending side
-            # (`nc -N`, some HTTP/1.0 tools): answer them, then close (RFC 9112 §9.6).
-            self._last_call = True
-            self._stop_reading = True
-            return True  # keep the transport open for writing
-        return None
+        return None  # let the transport close
 
     # -- llhttp callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:
