@@ -72,6 +72,7 @@ def assert_error(resp: RawResponse, status: int, kind: str) -> None:
     rid = resp.header("x-request-id")
     assert rid and re.fullmatch(r"[A-Za-z0-9._:+=/-]{1,128}", rid)
     assert (resp.header("content-type") or "").startswith("text/plain")
+    assert resp.header("x-content-type-options") == "nosniff"
     assert resp.body and resp.body.startswith(str(status).encode())
     assert b"Traceback" not in resp.body and b'File "' not in resp.body
 

@@ -35,6 +35,9 @@ def error_response(error: KedgeError, request_id: bytes | None) -> tuple[Respons
     body = f"{status} {phrase}: {error.reason}\n".encode("utf-8", "replace")
     headers: Headers = [
         (b"content-type", b"text/plain; charset=utf-8"),
+        # The body can echo client input (an unmatched path): never let a browser sniff
+        # it as HTML.
+        (b"x-content-type-options", b"nosniff"),
         (b"content-length", str(len(body)).encode()),
         (b"x-kedge-error", _header_safe(error.reason)),
         (b"x-kedge-error-type", error.kind.encode()),
