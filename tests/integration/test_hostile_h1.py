@@ -680,4 +680,3 @@ def test_byte_soup_gets_a_valid_answer_or_a_close(threaded_edge: _EdgeThread) ->
     assert got.startswith(b"HTTP/1.1 200 "), got
     assert got.endswith(b"hello from backend")
     assert threaded_edge.loop_errors == []
-
