@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Protocol
 
 from kedge.core.deadlines import DeadlineSweeper
@@ -38,18 +39,15 @@ class Layer(Protocol):
 
 
 def compose(layers: Sequence[Layer], terminal: Handler) -> Handler:
-    """Fold layers around the terminal handler: layers[0] runs first."""
+    """Fold layers around the terminal handler: layers[0] runs first.
+
+    `partial` binds each layer's `next` without a wrapper coroutine: calling the result
+    calls the layer directly, one coroutine frame per layer per request.
+    """
     handler = terminal
     for layer in reversed(layers):
-        handler = _bind(layer, handler)
+        handler = partial(layer.__call__, next=handler)
     return handler
-
-
-def _bind(layer: Layer, next_handler: Handler) -> Handler:
-    async def bound(ex: Exchange) -> None:
-        await layer(ex, next_handler)
-
-    return bound
 
 
 class Observe:
