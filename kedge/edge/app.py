@@ -248,7 +248,16 @@ class EdgeApp:
         accepted = self.metrics.connections_accepted.labels(name)
         active = self.metrics.connections_active.labels(name)
 
+        rejected = self.metrics.connections_rejected.labels(name)
+
         def on_open(conn: H1ServerConnection) -> None:
+            limit = self.state.config.limits.max_connections
+            if limit and len(self.connections) >= limit:
+                # Hardening Z7: bound memory and file descriptors under a connection
+                # flood; existing connections keep being served.
+                rejected.inc()
+                conn.reject()
+                return
             self.connections.add(conn)
             self._no_connections.clear()
             accepted.inc()
@@ -257,6 +266,8 @@ class EdgeApp:
                 conn.begin_drain()
 
         def on_close(conn: H1ServerConnection) -> None:
+            if conn not in self.connections:
+                return  # rejected at open: never counted
             self.connections.discard(conn)
             if not self.connections:
                 self._no_connections.set()

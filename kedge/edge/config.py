@@ -95,6 +95,7 @@ class LimitsConfig:
     max_pipelined_requests: int = 16  # queued behind the one in flight
     max_keepalive_requests: int = 1000  # per client connection, then Connection: close
     max_response_header_bytes: int = 65536  # from a backend -> 502
+    max_connections: int = 10000  # client connections open at once, all listeners; 0 = none
 
 
 @dataclass(frozen=True, slots=True)

@@ -197,6 +197,7 @@ def _limits(node: Node | None, d: LimitsConfig) -> LimitsConfig:
         max_response_header_bytes=f.get_size(
             "max_response_header_bytes", d.max_response_header_bytes, allow_zero=False
         ),
+        max_connections=f.get_int("max_connections", d.max_connections, minimum=0),
     )
 
 

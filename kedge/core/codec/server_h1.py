@@ -184,6 +184,13 @@ class H1ServerConnection(asyncio.Protocol):
         if self._on_open is not None:
             self._on_open(self)
 
+    def reject(self) -> None:
+        """Close a connection the edge will not serve (over the connection limit)."""
+        self._stop_reading = True
+        self._sweeper.discard(self)
+        if self.transport is not None:
+            self.transport.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._sweeper.discard(self)

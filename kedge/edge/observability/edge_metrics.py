@@ -60,6 +60,11 @@ class EdgeMetrics:
         self.connections_accepted = r.counter(
             "kedge_connections_accepted_total", "Client connections accepted.", ("listener",)
         )
+        self.connections_rejected = r.counter(
+            "kedge_connections_rejected_total",
+            "Client connections closed at once because limits.max_connections was reached.",
+            ("listener",),
+        )
         self.connections_active = r.gauge(
             "kedge_connections_active", "Client connections open now.", ("listener",)
         )
