@@ -331,6 +331,7 @@ def test_edge_metrics_names_types_and_labels() -> None:
         "kedge_request_duration_seconds": "histogram",
         "kedge_errors_total": "counter",
         "kedge_connections_accepted_total": "counter",
+        "kedge_connections_rejected_total": "counter",
         "kedge_connections_active": "gauge",
         "kedge_upstream_connections_opened_total": "counter",
         "kedge_upstream_connect_failures_total": "counter",

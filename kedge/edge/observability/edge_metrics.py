@@ -21,6 +21,8 @@ class EdgeMetrics:
         X-Kedge-Error-Type value (`KedgeError.kind`); every known kind starts at 0.
       connections_accepted: kedge_connections_accepted_total{listener}: client
         connections accepted (after the TCP accept, before any TLS handshake).
+      connections_rejected: kedge_connections_rejected_total{listener}: client connections
+        closed at once because `limits.max_connections` was reached.
       connections_active: kedge_connections_active{listener}: client connections open now.
       upstream_connections_opened: kedge_upstream_connections_opened_total{backend}: new
         connections to a backend's endpoints (pooled reuse does not count).
