@@ -194,3 +194,35 @@ async def test_access_log_names_route_and_backend(
         ("/q", 404, None, None),
     ]
     assert reqs[1]["error_kind"] == "no-route"
+
+
+async def test_forwarded_proto_is_how_the_client_reached_the_edge() -> None:
+    """An absolute-form https:// target sent over the plaintext listener: the backend is
+    told the client used http (X-Forwarded-Proto and Forwarded proto=)."""
+    import asyncio as _asyncio
+
+    from tests.support.backend import recording_backend
+    from tests.support.edge import running_edge
+
+    async with (
+        recording_backend() as be,
+        running_edge(
+            f"""
+listeners: [{{name: http, address: "127.0.0.1:0"}}]
+admin: {{address: "127.0.0.1:0"}}
+backends:
+  - name: b
+    resolver: {{static: {{endpoints: ["{be.address}"]}}}}
+routes: [{{backend: b, match: {{host: app.test, proxy_mode: forward}}}}]
+"""
+        ) as edge,
+    ):
+        reader, writer = await _asyncio.open_connection("127.0.0.1", edge.port())
+        writer.write(b"GET https://app.test/x HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        head = await _asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 200"), head
+        req = be.requests[0]
+        assert req.header("x-forwarded-proto") == "http"
+        assert "proto=http;" in (req.header("forwarded") or "")
+        assert req.header("host") == "app.test"  # https default port omitted

@@ -402,6 +402,7 @@ class H1ServerConnection(asyncio.Protocol):
             request_id=request_id if request_id is not None else self._request_ids.next(),
             upgrade=valid.upgrade,
             keep_alive=valid.keep_alive,
+            client_scheme=self.settings.scheme,
         )
 
     def _send_continue(self) -> None:

@@ -49,6 +49,7 @@ class Exchange:
         "channel",
         "client_ip",
         "client_port",
+        "client_scheme",
         "endpoint",
         "error_kind",
         "finished",
@@ -75,6 +76,7 @@ class Exchange:
         request_id: bytes,
         upgrade: bytes | None = None,
         keep_alive: bool = True,
+        client_scheme: str = "http",
     ) -> None:
         self.head = head
         self.body = body  # None: the request has no body
@@ -82,6 +84,9 @@ class Exchange:
         self.listener = listener
         self.client_ip = client_ip
         self.client_port = client_port
+        # How the client reached the edge ("http"/"https"): what X-Forwarded-Proto says,
+        # whatever scheme an absolute-form target names.
+        self.client_scheme = client_scheme
         self.request_id = request_id
         self.upgrade = upgrade  # b"websocket" for an upgrade the edge may pass through
         self.keep_alive = keep_alive  # what the client asked for (Connection, version)

@@ -63,7 +63,7 @@ class Forwarder:
         headers = forward_request_headers(
             h.headers,
             client_ip=ex.client_ip,
-            proto=h.scheme,
+            proto=ex.client_scheme,
             authority=authority,
             request_id=ex.request_id,
             upgrade=ex.upgrade,
