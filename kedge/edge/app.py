@@ -124,6 +124,7 @@ class EdgeApp:
         self.admin: AdminServer | None = None
         self.demo: AdminServer | None = None
         self.draining = False
+        self._started_ready = False  # readiness gate: all resolvers synced once since start
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._retiring: set[asyncio.Task[None]] = set()
@@ -169,11 +170,20 @@ class EdgeApp:
         return EdgeState(config, generation, table, backends)
 
     def readiness(self) -> tuple[bool, str]:
+        """Ready once every backend's resolver has published at least once since start.
+
+        Only the start gates readiness: a backend added later by a reload that never
+        resolves must not pull every replica out of its Service (an outage caused by one
+        bad backend); it answers its own requests with 503 `no-endpoints` instead, and
+        `/status` shows it as not synced.
+        """
         if self.draining:
             return False, "draining"
-        pending = sorted(n for n, b in self.state.backends.items() if not b.synced)
-        if pending:
-            return False, "resolvers not synced: " + ", ".join(pending)
+        if not self._started_ready:
+            pending = sorted(n for n, b in self.state.backends.items() if not b.synced)
+            if pending:
+                return False, "resolvers not synced: " + ", ".join(pending)
+            self._started_ready = True
         return True, "ready"
 
     def status(self) -> dict[str, object]:

@@ -232,3 +232,36 @@ async def test_readyz_waits_for_the_dns_resolver() -> None:
             assert [r.target for r in be.requests] == ["/late"]
             st = orjson.loads((await admin_get(port, "/status"))[1])
             assert [e["address"] for e in st["backends"]["bydns"]["endpoints"]] == [be.address]
+
+
+async def test_a_backend_added_by_reload_that_never_resolves_keeps_the_edge_ready() -> None:
+    """Readiness gates only the start: a reload adding a backend whose DNS never answers
+    must not take every replica out of its Service; only that backend's route fails."""
+    async with DnsTestServer() as dns, recording_backend() as be:
+        dns.set_mode("drop")
+        head = f"""
+listeners: [{{name: http, address: "127.0.0.1:0"}}]
+admin: {{address: "127.0.0.1:0"}}
+backends:
+  - name: good
+    resolver: {{static: {{endpoints: ["{be.address}"]}}}}
+"""
+        good_route = "routes:\n  - {name: good, backend: good, match: {host: good.test}}\n"
+        dns_backend = f"""  - name: bydns
+    resolver:
+      dns: {{name: svc.test, port: {be.port}, nameservers: ["{dns.address}"], families: [A]}}
+"""
+        dns_route = "  - {name: r, backend: bydns, match: {host: app.test}}\n"
+        async with running_edge(head + good_route) as edge:
+            assert edge.app.admin is not None
+            port = edge.app.admin.bound_port
+            assert (await admin_get(port, "/readyz"))[0] == 200
+            edge.write_config(head + dns_backend + good_route + dns_route)
+            assert await edge.app.reload("test") is True
+            assert (await admin_get(port, "/readyz"))[0] == 200
+            st = orjson.loads((await admin_get(port, "/status"))[1])
+            assert st["backends"]["bydns"]["synced"] is False
+            bad = await curl("-H", "Host: app.test", f"{edge.url}/x")
+            assert bad.status == 503 and bad.header("x-kedge-error-type") == "no-endpoints"
+            good = await curl("-H", "Host: good.test", f"{edge.url}/y")
+            assert good.status == 200
