@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import signal
 import ssl
 import time
@@ -26,6 +25,7 @@ from kedge.core.http.headers import RequestIdGenerator
 from kedge.core.net.tls import server_context
 from kedge.edge.config import EdgeConfig, ListenerConfig
 from kedge.edge.config_parser import load_edge_config
+from kedge.edge.config_watch import ConfigFileWatcher
 from kedge.edge.demo import start_demo_backend
 from kedge.edge.discovery.factory import make_resolver
 from kedge.edge.forwarding.backend import Backend
@@ -35,6 +35,7 @@ from kedge.edge.observability.access_log import AccessLog
 from kedge.edge.observability.admin import AdminServer, make_admin_app, start_admin
 from kedge.edge.observability.edge_metrics import EdgeMetrics
 from kedge.edge.observability.metrics import MetricsRegistry
+from kedge.edge.observability.status import edge_status
 from kedge.edge.routing.table import RouteTable
 from kedge.edge.state import EdgeState
 
@@ -99,7 +100,6 @@ class EdgeApp:
         watch_interval: float = 1.0,
     ) -> None:
         self.config_path = config_path
-        self._watch_interval = watch_interval
         self.sweeper = DeadlineSweeper()
         self.registry = MetricsRegistry()
         self.metrics = EdgeMetrics(self.registry)
@@ -133,7 +133,11 @@ class EdgeApp:
         self._resolver_progress = asyncio.Event()  # set whenever a resolver publishes
         self._no_connections = asyncio.Event()
         self._no_connections.set()
-        self._file_stamp = self._stamp()
+        self._watcher = (
+            ConfigFileWatcher(config_path, watch_interval, lambda: self.reload("file changed"))
+            if config_path is not None
+            else None
+        )
         self.metrics.config_generation.set(1)
 
     # -- state ---------------------------------------------------------------------------
@@ -187,34 +191,12 @@ class EdgeApp:
         return True, "ready"
 
     def status(self) -> dict[str, object]:
-        st = self.state
-        return {
-            "generation": st.generation,
-            "config": st.config.source,
-            "draining": self.draining,
-            "routes": len(st.config.routes),
-            "listeners": self.listener_ports,
-            "connections": len(self.connections),
-            "backends": {
-                name: {
-                    "synced": b.synced,
-                    "balancer": b.config.balancer.value,
-                    "endpoints": [
-                        {
-                            "address": e.key,
-                            "ready": e.ready,
-                            "weight": e.weight,
-                            "labels": dict(e.labels),
-                            "in_flight": b.inflight.get(e.key, 0),
-                            "pool_idle": b.pools[e.key].idle_count if e.key in b.pools else 0,
-                            "pool_open": b.pools[e.key].open_connections if e.key in b.pools else 0,
-                        }
-                        for e in b.endpoints.endpoints
-                    ],
-                }
-                for name, b in st.backends.items()
-            },
-        }
+        return edge_status(
+            self.state,
+            draining=self.draining,
+            listeners=self.listener_ports,
+            connections=len(self.connections),
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -237,8 +219,8 @@ class EdgeApp:
             await self._listen(listener)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._flush_access_log(), name="kedge-access-log"))
-        if self.config_path is not None and self._watch_interval > 0:
-            self._tasks.append(loop.create_task(self._watch_file(), name="kedge-config-watch"))
+        if self._watcher is not None and self._watcher.interval > 0:
+            self._tasks.append(loop.create_task(self._watcher.run(), name="kedge-config-watch"))
         _freeze_long_lived()
         self.access_log.log_event(
             "info",
@@ -329,22 +311,6 @@ class EdgeApp:
             self.access_log.flush()
 
     # -- reload ---------------------------------------------------------------------------
-    def _stamp(self) -> tuple[int, int, int] | None:
-        if self.config_path is None:
-            return None
-        try:
-            st = os.stat(self.config_path)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-    async def _watch_file(self) -> None:
-        while True:
-            await asyncio.sleep(self._watch_interval)
-            stamp = self._stamp()
-            if stamp is not None and stamp != self._file_stamp:
-                await self.reload("file changed")
-
     def _reload_soon(self, why: str) -> None:
         """Run a reload from a signal handler (which cannot await)."""
         task = asyncio.get_running_loop().create_task(self.reload(why))
@@ -380,7 +346,8 @@ class EdgeApp:
             return False
         # Stamp before reading: the watcher then skips the file this reload reads (a SIGHUP
         # after a write reloads once), and a write after the stamp still triggers a reload.
-        self._file_stamp = self._stamp()
+        if self._watcher is not None:
+            self._watcher.mark_read()
         try:
             # Parsing and compiling a large table takes seconds (100k routes: ~2 s of
             # compile): do it off the event loop, which keeps serving meanwhile.

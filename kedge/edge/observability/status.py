@@ -1,0 +1,47 @@
+"""The admin `/status` document: a pure function of the edge's current state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from kedge.edge.forwarding.backend import Backend
+from kedge.edge.state import EdgeState
+
+__all__ = ["backend_status", "edge_status"]
+
+
+def backend_status(backend: Backend) -> dict[str, object]:
+    """One backend: resolver sync, balancer, and per endpoint its load and pool."""
+    endpoints = []
+    for e in backend.endpoints.endpoints:
+        pool = backend.pools.get(e.key)
+        endpoints.append(
+            {
+                "address": e.key,
+                "ready": e.ready,
+                "weight": e.weight,
+                "labels": dict(e.labels),
+                "in_flight": backend.inflight.get(e.key, 0),
+                "pool_idle": pool.idle_count if pool is not None else 0,
+                "pool_open": pool.open_connections if pool is not None else 0,
+            }
+        )
+    return {
+        "synced": backend.synced,
+        "balancer": backend.config.balancer.value,
+        "endpoints": endpoints,
+    }
+
+
+def edge_status(
+    state: EdgeState, *, draining: bool, listeners: Mapping[str, int], connections: int
+) -> dict[str, object]:
+    return {
+        "generation": state.generation,
+        "config": state.config.source,
+        "draining": draining,
+        "routes": len(state.config.routes),
+        "listeners": dict(listeners),
+        "connections": connections,
+        "backends": {name: backend_status(b) for name, b in state.backends.items()},
+    }
