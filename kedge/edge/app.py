@@ -30,7 +30,8 @@ from kedge.edge.demo import start_demo_backend
 from kedge.edge.discovery.factory import make_resolver
 from kedge.edge.forwarding.backend import Backend
 from kedge.edge.forwarding.forwarder import Forwarder
-from kedge.edge.layers import AdhocPools, Dispatch, ErrorBoundary, Observe, compose
+from kedge.edge.forwarding.pool import AdhocPools
+from kedge.edge.layers import Dispatch, ErrorBoundary, Observe, compose
 from kedge.edge.observability.access_log import AccessLog
 from kedge.edge.observability.admin import AdminServer, make_admin_app, start_admin
 from kedge.edge.observability.edge_metrics import EdgeMetrics

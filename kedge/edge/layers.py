@@ -15,23 +15,25 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Protocol
 
-from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import ClientDisconnected, InternalError, KedgeError, NoRoute
 from kedge.core.http.exchange import Exchange
-from kedge.edge.config import Address, AdhocRule, BackendTimeouts, PoolConfig, ProxyMode
+from kedge.edge.config import BackendTimeouts, ProxyMode
 from kedge.edge.discovery.adhoc import match_adhoc, resolve_adhoc
 from kedge.edge.forwarding.forwarder import Forwarder
-from kedge.edge.forwarding.pool import EndpointPool
+from kedge.edge.forwarding.pool import AdhocPools
 from kedge.edge.observability.access_log import AccessLog
 from kedge.edge.observability.edge_metrics import EdgeMetrics
 from kedge.edge.routing.table import RouteRequest
 from kedge.edge.state import EdgeState
 
-__all__ = ["AdhocPools", "Dispatch", "ErrorBoundary", "Handler", "Layer", "Observe", "compose"]
+__all__ = ["Dispatch", "ErrorBoundary", "Handler", "Layer", "Observe", "compose"]
 
 log = logging.getLogger("kedge.edge")
 
 Handler = Callable[[Exchange], Awaitable[None]]
+
+# Adhoc destinations have no backend config: they get the documented backend defaults.
+_ADHOC_TIMEOUTS = BackendTimeouts()
 
 
 class Layer(Protocol):
@@ -131,34 +133,6 @@ class ErrorBoundary:
             ex.abort()
 
 
-class AdhocPools:
-    """Connection pools for adhoc destinations, keyed by the resolved address."""
-
-    def __init__(self, sweeper: DeadlineSweeper, max_pools: int = 1024) -> None:
-        self._sweeper = sweeper
-        self._pools: dict[str, EndpointPool] = {}
-        self._max = max_pools
-
-    def pool(self, address: Address, rule: AdhocRule) -> EndpointPool:
-        key = str(address)
-        pool = self._pools.get(key)
-        if pool is None:
-            if len(self._pools) >= self._max:
-                # Evict the oldest pool (dict order is insertion order).
-                oldest = next(iter(self._pools))
-                self._pools.pop(oldest).close()
-            pool = EndpointPool(
-                address, PoolConfig(), self._sweeper, connect_timeout=rule.connect_timeout
-            )
-            self._pools[key] = pool
-        return pool
-
-    def close(self) -> None:
-        for pool in self._pools.values():
-            pool.close()
-        self._pools.clear()
-
-
 class Dispatch:
     """The terminal handler: first-match routing (then adhoc rules), then forwarding."""
 
@@ -209,6 +183,3 @@ class Dispatch:
             _ADHOC_TIMEOUTS,
             state.config.limits.max_request_body_bytes,
         )
-
-
-_ADHOC_TIMEOUTS = BackendTimeouts()

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from kedge.core.codec.client_h1 import H1ClientConnection
 from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import UpstreamConnectError
-from kedge.edge.config import Address, PoolConfig
+from kedge.edge.config import Address, AdhocRule, PoolConfig
 
-__all__ = ["EndpointPool"]
+__all__ = ["AdhocPools", "EndpointPool"]
 
 
 class EndpointPool:
@@ -159,3 +159,31 @@ class EndpointPool:
             conn = self._idle.pop()
             conn.close()
             self._forget(conn)
+
+
+class AdhocPools:
+    """Connection pools for adhoc destinations, keyed by the resolved address."""
+
+    def __init__(self, sweeper: DeadlineSweeper, max_pools: int = 1024) -> None:
+        self._sweeper = sweeper
+        self._pools: dict[str, EndpointPool] = {}
+        self._max = max_pools
+
+    def pool(self, address: Address, rule: AdhocRule) -> EndpointPool:
+        key = str(address)
+        pool = self._pools.get(key)
+        if pool is None:
+            if len(self._pools) >= self._max:
+                # Evict the oldest pool (dict order is insertion order).
+                oldest = next(iter(self._pools))
+                self._pools.pop(oldest).close()
+            pool = EndpointPool(
+                address, PoolConfig(), self._sweeper, connect_timeout=rule.connect_timeout
+            )
+            self._pools[key] = pool
+        return pool
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
