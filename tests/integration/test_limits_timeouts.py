@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from tests.support.backend import RecordingBackend, recording_backend
-from tests.support.edge import RunningEdge, running_edge
+from tests.support.edge import RunningEdge, one_route_yaml, running_edge
 from tests.support.raw_client import RawConnection, RawResponse, raw_connection, raw_exchange
 
 MAX_URI = 256
@@ -450,42 +450,28 @@ async def test_slow_body_that_keeps_moving_is_not_cut() -> None:
 async def test_connections_over_max_connections_are_closed_and_counted() -> None:
     """limits.max_connections: the connection beyond the cap is closed at once, existing
     ones keep working, and a slot frees up when one closes (hardening Z7)."""
-    import asyncio as _asyncio
-
-    from tests.support.backend import recording_backend
-    from tests.support.edge import running_edge
 
     async with (
         recording_backend() as be,
-        running_edge(
-            f"""
-listeners: [{{name: http, address: "127.0.0.1:0"}}]
-admin: {{address: "127.0.0.1:0"}}
-limits: {{max_connections: 2}}
-backends:
-  - name: b
-    resolver: {{static: {{endpoints: ["{be.address}"]}}}}
-routes: [{{backend: b, match: {{host: app.test}}}}]
-"""
-        ) as edge,
+        running_edge(one_route_yaml(be.address, top="limits: {max_connections: 2}")) as edge,
     ):
         get = b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n"
-        held = [await _asyncio.open_connection("127.0.0.1", edge.port()) for _ in range(2)]
-        await _asyncio.sleep(0.05)
-        r3, w3 = await _asyncio.open_connection("127.0.0.1", edge.port())
+        held = [await asyncio.open_connection("127.0.0.1", edge.port()) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        r3, w3 = await asyncio.open_connection("127.0.0.1", edge.port())
         w3.write(get)
-        assert await _asyncio.wait_for(r3.read(), 5) == b""  # closed, nothing answered
+        assert await asyncio.wait_for(r3.read(), 5) == b""  # closed, nothing answered
         w3.close()
         r1, w1 = held[0]
         w1.write(get)
-        head = await _asyncio.wait_for(r1.readuntil(b"\r\n\r\n"), 5)
+        head = await asyncio.wait_for(r1.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 200")
         assert edge.app.metrics.connections_rejected.labels("http").value == 1
         held[1][1].close()
-        await _asyncio.sleep(0.1)
-        r4, w4 = await _asyncio.open_connection("127.0.0.1", edge.port())
+        await asyncio.sleep(0.1)
+        r4, w4 = await asyncio.open_connection("127.0.0.1", edge.port())
         w4.write(get)
-        head = await _asyncio.wait_for(r4.readuntil(b"\r\n\r\n"), 5)
+        head = await asyncio.wait_for(r4.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 200")
         for _, w in (held[0], (r4, w4)):
             w.close()

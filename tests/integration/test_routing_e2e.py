@@ -18,7 +18,7 @@ from tests.support.backend import (
     recording_backend,
     simple_response,
 )
-from tests.support.edge import RunningEdge, running_edge
+from tests.support.edge import RunningEdge, one_route_yaml, running_edge
 from tests.support.ops_client import curl
 
 # (route name, backend name, match block as YAML flow mapping), in file order.
@@ -199,27 +199,14 @@ async def test_access_log_names_route_and_backend(
 async def test_forwarded_proto_is_how_the_client_reached_the_edge() -> None:
     """An absolute-form https:// target sent over the plaintext listener: the backend is
     told the client used http (X-Forwarded-Proto and Forwarded proto=)."""
-    import asyncio as _asyncio
-
-    from tests.support.backend import recording_backend
-    from tests.support.edge import running_edge
 
     async with (
         recording_backend() as be,
-        running_edge(
-            f"""
-listeners: [{{name: http, address: "127.0.0.1:0"}}]
-admin: {{address: "127.0.0.1:0"}}
-backends:
-  - name: b
-    resolver: {{static: {{endpoints: ["{be.address}"]}}}}
-routes: [{{backend: b, match: {{host: app.test, proxy_mode: forward}}}}]
-"""
-        ) as edge,
+        running_edge(one_route_yaml(be.address, route_match_extra="proxy_mode: forward")) as edge,
     ):
-        reader, writer = await _asyncio.open_connection("127.0.0.1", edge.port())
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port())
         writer.write(b"GET https://app.test/x HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        head = await _asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         writer.close()
         assert head.startswith(b"HTTP/1.1 200"), head
         req = be.requests[0]

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.backend import recording_backend, simple_response
 from tests.support.dns_server import DnsTestServer
-from tests.support.edge import running_edge
+from tests.support.edge import one_route_yaml, running_edge
 from tests.support.h1_wire import (
     Message,
     closed_port,
@@ -789,10 +790,6 @@ async def test_client_disconnect_closes_backend_connection_promptly(when: str) -
 async def test_extra_bytes_after_a_response_never_reach_the_next_request() -> None:
     """A backend that sends a second, unsolicited response after the first one must not
     have it served to the next request on the pooled connection (response desync)."""
-    import asyncio as _asyncio
-
-    from tests.support.backend import recording_backend, simple_response
-    from tests.support.edge import running_edge
 
     async def respond(req, writer):  # type: ignore[no-untyped-def]
         if req.target == "/first":
@@ -802,58 +799,37 @@ async def test_extra_bytes_after_a_response_never_reach_the_next_request() -> No
 
     async with (
         recording_backend(respond) as be,
-        running_edge(
-            f"""
-listeners: [{{name: http, address: "127.0.0.1:0"}}]
-admin: {{address: "127.0.0.1:0"}}
-backends:
-  - name: b
-    resolver: {{static: {{endpoints: ["{be.address}"]}}}}
-routes: [{{backend: b, match: {{host: app.test}}}}]
-"""
-        ) as edge,
+        running_edge(one_route_yaml(be.address)) as edge,
     ):
         bodies = []
         for path in ("/first", "/second"):
-            reader, writer = await _asyncio.open_connection("127.0.0.1", edge.port())
+            reader, writer = await asyncio.open_connection("127.0.0.1", edge.port())
             writer.write(
                 f"GET {path} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n".encode()
             )
-            data = await _asyncio.wait_for(reader.read(), 5)
+            data = await asyncio.wait_for(reader.read(), 5)
             writer.close()
             bodies.append(data.rsplit(b"\r\n\r\n", 1)[-1])
-            await _asyncio.sleep(0.05)  # let the unsolicited bytes arrive on the idle connection
+            await asyncio.sleep(0.05)  # let the unsolicited bytes arrive on the idle connection
         assert bodies == [b"first", b"second"]
 
 
 async def test_a_slow_upload_is_not_cut_by_the_response_header_timeout() -> None:
     """The response-head timeout (1 s here) starts after the request body is sent: an
     upload that trickles for 2.5 s still gets the backend's answer."""
-    import asyncio as _asyncio
-
-    from tests.support.backend import recording_backend
-    from tests.support.edge import running_edge
 
     async with (
         recording_backend() as be,
         running_edge(
-            f"""
-listeners: [{{name: http, address: "127.0.0.1:0"}}]
-admin: {{address: "127.0.0.1:0"}}
-backends:
-  - name: b
-    resolver: {{static: {{endpoints: ["{be.address}"]}}}}
-    timeouts: {{response_header: 1s}}
-routes: [{{backend: b, match: {{host: app.test}}}}]
-"""
+            one_route_yaml(be.address, backend_extra="timeouts: {response_header: 1s}")
         ) as edge,
     ):
-        reader, writer = await _asyncio.open_connection("127.0.0.1", edge.port())
+        reader, writer = await asyncio.open_connection("127.0.0.1", edge.port())
         writer.write(b"POST /up HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n\r\n")
         for chunk in (b"a", b"b", b"c", b"d", b"e"):
-            await _asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)
             writer.write(chunk)
-        head = await _asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         writer.close()
         assert head.startswith(b"HTTP/1.1 200"), head
         assert be.requests[0].body == b"abcde"

@@ -78,3 +78,28 @@ async def running_edge(
             yield RunningEdge(app, path, log)
         finally:
             await app.aclose()
+
+
+def one_route_yaml(
+    backend: str,
+    *,
+    host: str = "app.test",
+    top: str = "",
+    backend_extra: str = "",
+    route_match_extra: str = "",
+) -> str:
+    """An edge on 127.0.0.1:0 with one backend `b` (static `backend` address) and one route
+    for `host`. `top` adds top-level YAML lines (e.g. "limits: {max_connections: 2}"),
+    `backend_extra` keys of the backend (e.g. "timeouts: {response_header: 1s}") and
+    `route_match_extra` keys of the route's match (e.g. "proxy_mode: forward")."""
+    match = f"host: {host}" + (f", {route_match_extra}" if route_match_extra else "")
+    extra = f"\n    {backend_extra}" if backend_extra else ""
+    return f"""
+listeners: [{{name: http, address: "127.0.0.1:0"}}]
+admin: {{address: "127.0.0.1:0"}}
+{top}
+backends:
+  - name: b
+    resolver: {{static: {{endpoints: ["{backend}"]}}}}{extra}
+routes: [{{backend: b, match: {{{match}}}}}]
+"""
