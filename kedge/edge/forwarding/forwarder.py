@@ -45,6 +45,20 @@ class _StaleConnection(Exception):
         self.error = error
 
 
+def _refuse_oversize_body(ex: Exchange, body_limit: int) -> None:
+    """Refuse before connecting, so not even the head reaches an endpoint: a Content-Length
+    over this route's limit, or body bytes that already arrived over it (a chunked body that
+    came with its head). A body that crosses the limit later is stopped by the pump."""
+    body = ex.body
+    if not body_limit or body is None:
+        return
+    cl = header_value(ex.head.headers, b"content-length")
+    if cl is not None and int(cl) > body_limit:
+        raise BodyTooLarge(f"Content-Length {cl.decode()} exceeds the limit of {body_limit} bytes")
+    if body.total > body_limit:
+        raise BodyTooLarge(f"request body larger than the limit of {body_limit} bytes")
+
+
 class Forwarder:
     """Sends exchanges to backends' endpoints over pooled HTTP/1.1 connections."""
 
@@ -74,12 +88,6 @@ class Forwarder:
         return start.encode("latin-1") + field_lines(headers) + end, chunked
 
     async def forward(self, ex: Exchange, backend: Backend, body_limit: int) -> None:
-        if body_limit and ex.body is not None:
-            cl = header_value(ex.head.headers, b"content-length")
-            if cl is not None and int(cl) > body_limit:
-                raise BodyTooLarge(
-                    f"Content-Length {int(cl)} exceeds this route's limit of {body_limit} bytes"
-                )
         head_bytes, chunked = self.request_head(ex)
         timeouts = backend.config.timeouts
         attempts = max(1, backend.config.retries.attempts)
@@ -121,10 +129,7 @@ class Forwarder:
         body_limit: int,
     ) -> None:
         """One endpoint: a pooled connection, and one fresh retry if it proves stale."""
-        if body_limit and ex.body is not None and ex.body.total > body_limit:
-            # A chunked body that arrived with its head and is already over the limit:
-            # refuse before connecting, so not even the head reaches the endpoint.
-            raise BodyTooLarge(f"request body larger than the limit of {body_limit} bytes")
+        _refuse_oversize_body(ex, body_limit)
         conn, reused = await pool.acquire()
         try:
             await self._exchange(ex, pool, conn, head_bytes, chunked, timeouts, body_limit, reused)
@@ -154,9 +159,8 @@ class Forwarder:
         pump: asyncio.Task[None] | None = None
         try:
             body = ex.body
-            streaming = body is not None and not (
-                body.is_complete and (not body_limit or body.total <= body_limit)
-            )
+            # A complete body is within the limit here (_refuse_oversize_body).
+            streaming = body is not None and not body.is_complete
             conn.start(
                 head_bytes,
                 is_head_request=ex.head.method == "HEAD",
