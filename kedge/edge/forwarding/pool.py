@@ -62,7 +62,7 @@ class EndpointPool:
             if conn.is_available:
                 conn.deadline = 0.0
                 return conn, True
-            self._forget(conn)
+            self._slot_freed()
         limit = self._config.max_connections_per_endpoint
         if limit and self.open_connections >= limit:
             await self._wait_for_slot()
@@ -127,18 +127,15 @@ class EndpointPool:
             self._wake_waiter()
             return
         conn.close()  # a complete exchange: a graceful close is enough
-        self._forget(conn)
+        self._slot_freed()
 
     def discard(self, conn: H1ClientConnection) -> None:
         """Drop a connection that is not coming back (error, not reusable): abort it."""
         conn.abort()
-        self._forget(conn)
+        self._slot_freed()
 
     def detach(self, conn: H1ClientConnection) -> None:
         """The connection leaves the pool alive (it became a tunnel)."""
-        self._forget(conn)
-
-    def _forget(self, conn: H1ClientConnection) -> None:
         self._slot_freed()
 
     def _slot_freed(self) -> None:
@@ -158,7 +155,7 @@ class EndpointPool:
         while self._idle:
             conn = self._idle.pop()
             conn.close()
-            self._forget(conn)
+            self._slot_freed()
 
 
 class AdhocPools:
