@@ -486,9 +486,7 @@ class H1ServerConnection(asyncio.Protocol):
         if t is None or t.is_closing():
             return
         request_id = ex.request_id if ex else self._request_ids.next()
-        head, body = error_response(error, request_id)
-        if not error.close_connection:
-            head.headers.append((b"connection", b"close"))
+        head, body = error_response(error, request_id, close=True)
         t.write(self._serialize_head(head) + body)
         if self._on_error is not None:
             self._on_error(error, self, request_id)
@@ -625,11 +623,10 @@ class H1ServerConnection(asyncio.Protocol):
 
     def send_error_response(self, ex: Exchange, error: KedgeError) -> None:
         """Answer `ex` with an edge error; the error boundary calls this, once."""
-        head, body = error_response(error, ex.request_id)
-        if error.close_connection or self._is_last_response(ex):
+        close = error.close_connection or self._is_last_response(ex)
+        if close:
             ex.keep_alive = False
-            if not error.close_connection:
-                head.headers.append((b"connection", b"close"))
+        head, body = error_response(error, ex.request_id, close=close)
         ex.status = head.status
         ex.head_sent = True
         ex.finished = True

@@ -28,8 +28,11 @@ def _header_safe(text: str) -> bytes:
     return "".join(c if " " <= c <= "~" else "?" for c in text)[:512].encode("ascii")
 
 
-def error_response(error: KedgeError, request_id: bytes | None) -> tuple[ResponseHead, bytes]:
-    """The response head and body for `error`."""
+def error_response(
+    error: KedgeError, request_id: bytes | None, *, close: bool = False
+) -> tuple[ResponseHead, bytes]:
+    """The response head and body for `error`; `close`: the connection ends after it (also
+    implied by the error itself), so the head says `Connection: close`."""
     status = error.http_status
     phrase = reason_phrase(status)
     body = f"{status} {phrase}: {error.reason}\n".encode("utf-8", "replace")
@@ -44,6 +47,6 @@ def error_response(error: KedgeError, request_id: bytes | None) -> tuple[Respons
     ]
     if request_id is not None:
         headers.append((b"x-request-id", request_id))
-    if error.close_connection:
+    if close or error.close_connection:
         headers.append((b"connection", b"close"))
     return ResponseHead(status, headers, phrase.encode()), body
