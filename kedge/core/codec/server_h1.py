@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import cast
 
 import httptools
@@ -50,16 +51,16 @@ __all__ = ["H1ServerConnection", "H1ServerSettings", "Handler"]
 Handler = Callable[[Exchange], Awaitable[None]]
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_STATUS_LINES: dict[int, bytes] = {}
+
+
+@lru_cache(maxsize=1024)  # statuses are 3-digit numbers: the cache stays small
+def _default_status_line(status: int) -> bytes:
+    return f"HTTP/1.1 {status} {reason_phrase(status)}\r\n".encode()
 
 
 def _status_line(status: int, reason: bytes) -> bytes:
     if not reason:
-        line = _STATUS_LINES.get(status)
-        if line is None:
-            line = f"HTTP/1.1 {status} {reason_phrase(status)}\r\n".encode()
-            _STATUS_LINES[status] = line
-        return line
+        return _default_status_line(status)
     return b"HTTP/1.1 %d %s\r\n" % (status, reason)
 
 
