@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -27,10 +25,10 @@ import pytest
 import yaml
 
 from tests.support.h1_wire import read_message
+from tests.support.ops_process import edge_process
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 TOTAL = 1 << 30  # 1 GiB
 BLOCK = 1 << 20
 RSS_BUDGET = 64 << 20
@@ -130,58 +128,6 @@ async def big_backend() -> AsyncIterator[Backend]:
         server.close()
 
 
-@dataclass
-class EdgeProcess:
-    proc: asyncio.subprocess.Process
-    port: int
-
-
-@asynccontextmanager
-async def edge_process(config: str, workdir: Path) -> AsyncIterator[EdgeProcess]:
-    """`python -m kedge serve --config FILE`; the bound port comes from its started event."""
-    path = workdir / "edge.yaml"
-    path.write_text(config)
-    stderr = open(workdir / "edge.stderr", "wb")  # noqa: SIM115 (closed below)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kedge", "serve", "--config", str(path),
-        cwd=str(REPO), stdout=asyncio.subprocess.PIPE, stderr=stderr,
-    )  # fmt: skip
-    drain: asyncio.Task[None] | None = None
-    try:
-        assert proc.stdout is not None
-        port = 0
-        async with asyncio.timeout(20):
-            while not port:
-                line = await proc.stdout.readline()
-                if not line:
-                    raise AssertionError(
-                        "edge exited: " + (workdir / "edge.stderr").read_text()[-2000:]
-                    )
-                event = json.loads(line)
-                if event.get("message") == "edge started":
-                    port = int(event["listeners"]["http"])
-        stdout = proc.stdout
-
-        async def drain_stdout() -> None:  # access-log lines; never let the pipe fill
-            while await stdout.readline():
-                pass
-
-        drain = asyncio.get_running_loop().create_task(drain_stdout())
-        yield EdgeProcess(proc, port)
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        if drain is not None:
-            drain.cancel()
-        stderr.close()
-
-
 def edge_yaml(backend_port: int) -> str:
     return yaml.safe_dump(
         {
@@ -230,14 +176,14 @@ def report(name: str, sampler: RssSampler, baseline: int, seconds: float, cpu: f
 
 
 async def test_upload_1gib_with_bounded_edge_memory(tmp_path: Path) -> None:
-    async with big_backend() as be, edge_process(edge_yaml(be.port), tmp_path) as edge:
-        await _warm_up(edge.port)
+    async with big_backend() as be, edge_process(edge_yaml(be.port), str(tmp_path)) as edge:
+        await _warm_up(edge.port())
         be.received = 0
         baseline = psutil.Process(edge.proc.pid).memory_info().rss
         cpu0 = cpu_seconds(edge.proc.pid)
         with RssSampler(edge.proc.pid) as sampler:
             t0 = time.monotonic()
-            reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+            reader, writer = await asyncio.open_connection("127.0.0.1", edge.port())
             writer.write(
                 f"POST /upload HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {TOTAL}\r\n\r\n".encode()
             )
@@ -259,13 +205,13 @@ async def test_upload_1gib_with_bounded_edge_memory(tmp_path: Path) -> None:
 
 
 async def test_download_1gib_with_bounded_edge_memory(tmp_path: Path) -> None:
-    async with big_backend() as be, edge_process(edge_yaml(be.port), tmp_path) as edge:
-        await _warm_up(edge.port)
+    async with big_backend() as be, edge_process(edge_yaml(be.port), str(tmp_path)) as edge:
+        await _warm_up(edge.port())
         baseline = psutil.Process(edge.proc.pid).memory_info().rss
         cpu0 = cpu_seconds(edge.proc.pid)
         with RssSampler(edge.proc.pid) as sampler:
             t0 = time.monotonic()
-            reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
+            reader, writer = await asyncio.open_connection("127.0.0.1", edge.port())
             writer.write(f"GET /download HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
             h = hashlib.sha256()
             count = 0
