@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import IO
 
 from kedge.core.codec.server_h1 import H1ServerConnection, H1ServerSettings
+from kedge.core.codec.server_h2 import H2ServerConnection, H2ServerSettings
 from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import ConfigError, KedgeError
 from kedge.core.http.headers import RequestIdGenerator
@@ -64,6 +65,24 @@ def _settings_for(listener: ListenerConfig, config: EdgeConfig) -> H1ServerSetti
         request_header_timeout=tmo.request_header,
         request_body_idle_timeout=tmo.request_body_idle,
         keepalive_idle_timeout=tmo.keepalive_idle,
+    )
+
+
+def _h2_settings_for(listener: ListenerConfig, config: EdgeConfig) -> H2ServerSettings:
+    h = config.http2
+    return H2ServerSettings(
+        listener=listener.name,
+        scheme=listener.scheme,
+        max_concurrent_streams=h.max_concurrent_streams,
+        initial_stream_window=h.initial_stream_window,
+        initial_connection_window=h.initial_connection_window,
+        max_header_list_size=h.max_header_list_size,
+        max_frame_size=h.max_frame_size,
+        max_request_body_bytes=_listener_body_limit(config),
+        header_block_timeout=config.timeouts.request_header,
+        idle_timeout=h.idle_timeout,
+        settings_timeout=h.settings_timeout,
+        floods=h.floods,
     )
 
 
@@ -119,7 +138,10 @@ class EdgeApp:
         self._settings: dict[str, H1ServerSettings] = {
             lst.name: _settings_for(lst, config) for lst in config.listeners
         }
-        self.connections: set[H1ServerConnection] = set()
+        self._h2_settings: dict[str, H2ServerSettings] = {
+            lst.name: _h2_settings_for(lst, config) for lst in config.listeners
+        }
+        self.connections: set[H1ServerConnection | H2ServerConnection] = set()
         self._servers: dict[str, asyncio.Server] = {}
         self.listener_ports: dict[str, int] = {}
         self.admin: AdminServer | None = None
@@ -235,15 +257,17 @@ class EdgeApp:
     async def _listen(self, listener: ListenerConfig) -> None:
         loop = asyncio.get_running_loop()
         ctx: ssl.SSLContext | None = None
+        http2 = self.state.config.http2.enabled
         if listener.tls is not None:
-            ctx = server_context(listener.tls.cert_file, listener.tls.key_file)
+            alpn = ("h2", "http/1.1") if http2 else ("http/1.1",)
+            ctx = server_context(listener.tls.cert_file, listener.tls.key_file, alpn)
         name = listener.name
         accepted = self.metrics.connections_accepted.labels(name)
         active = self.metrics.connections_active.labels(name)
 
         rejected = self.metrics.connections_rejected.labels(name)
 
-        def on_open(conn: H1ServerConnection) -> None:
+        def on_open(conn: H1ServerConnection | H2ServerConnection) -> None:
             limit = self.state.config.limits.max_connections
             if limit and len(self.connections) >= limit:
                 # Hardening Z7: bound memory and file descriptors under a connection
@@ -258,13 +282,29 @@ class EdgeApp:
             if self.draining:
                 conn.begin_drain()
 
-        def on_close(conn: H1ServerConnection) -> None:
+        def on_close(conn: H1ServerConnection | H2ServerConnection) -> None:
             if conn not in self.connections:
                 return  # rejected at open: never counted
             self.connections.discard(conn)
             if not self.connections:
                 self._no_connections.set()
             active.dec()
+
+        floods = self.metrics.h2_floods
+
+        def switch_to_h2(transport: asyncio.Transport, data: bytes) -> None:
+            conn = H2ServerConnection(
+                self._h2_settings[name],
+                self.handler,
+                self.request_ids,
+                self.sweeper,
+                on_open=on_open,
+                on_close=on_close,
+                on_flood=lambda kind: floods.labels(name, kind).inc(),
+                on_error=self._on_connection_error,
+            )
+            transport.set_protocol(conn)
+            conn.adopt(transport, data)
 
         def factory() -> H1ServerConnection:
             return H1ServerConnection(
@@ -275,6 +315,7 @@ class EdgeApp:
                 on_open=on_open,
                 on_close=on_close,
                 on_error=self._on_connection_error,
+                switch_to_h2=switch_to_h2 if http2 else None,
             )
 
         server = await loop.create_server(
@@ -288,7 +329,9 @@ class EdgeApp:
         self._servers[name] = server
         self.listener_ports[name] = int(server.sockets[0].getsockname()[1])
 
-    def _on_connection_error(self, error: KedgeError, conn: H1ServerConnection, rid: bytes) -> None:
+    def _on_connection_error(
+        self, error: KedgeError, conn: H1ServerConnection | H2ServerConnection, rid: bytes
+    ) -> None:
         """A request refused while parsing (it never became an exchange): log and count it."""
         self.metrics.errors.labels(error.kind).inc()
         self.metrics.requests.labels(conn.settings.listener, "", "", str(error.http_status)).inc()
@@ -405,6 +448,7 @@ class EdgeApp:
         for lst in new.listeners:
             if lst.name in self._settings:
                 self._settings[lst.name] = _settings_for(lst, new)
+                self._h2_settings[lst.name] = _h2_settings_for(lst, new)
         if old.listeners != new.listeners or old.admin != new.admin:
             self.access_log.log_event(
                 "warning",

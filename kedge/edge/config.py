@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
+from kedge.core.codec.h2_guard import FloodLimits
+
 __all__ = [
     "Address",
     "AdhocRule",
@@ -23,6 +25,8 @@ __all__ = [
     "DnsResolverConfig",
     "EdgeConfig",
     "HeaderMatch",
+    "Http2Config",
+    "Http2FloodLimits",
     "LimitsConfig",
     "ListenerConfig",
     "ListenerTls",
@@ -37,6 +41,7 @@ __all__ = [
     "StaticEndpoint",
     "StaticResolverConfig",
     "TimeoutsConfig",
+    "UpstreamProtocol",
 ]
 
 
@@ -57,6 +62,14 @@ class ProxyMode(Enum):
     REVERSE = "reverse"  # origin-form target plus Host
     FORWARD = "forward"  # absolute-form target (a client using the edge as HTTP proxy)
     ANY = "any"
+
+
+class UpstreamProtocol(Enum):
+    """How the edge speaks to a backend's endpoints."""
+
+    HTTP1 = "http1"  # HTTP/1.1, over TLS when the backend has `tls`
+    H2 = "h2"  # HTTP/2 over TLS, negotiated by ALPN (RFC 9113 §3.2); needs `tls`
+    H2C = "h2c"  # HTTP/2 over cleartext TCP with prior knowledge (RFC 9113 §3.3)
 
 
 class Balancer(Enum):
@@ -106,6 +119,27 @@ class TimeoutsConfig:
     drain: float = 25.0  # SIGTERM: how long in-flight requests may finish
 
 
+# Abuse thresholds per client connection (the `http2.floods` section): defined next to the
+# guard that enforces them, in the core.
+Http2FloodLimits = FloodLimits
+
+
+@dataclass(frozen=True, slots=True)
+class Http2Config:
+    """HTTP/2 on the client side (both listeners: ALPN `h2` on TLS, prior knowledge on
+    plaintext) and the SETTINGS the edge advertises (RFC 9113 §6.5.2)."""
+
+    enabled: bool = True
+    max_concurrent_streams: int = 100  # SETTINGS_MAX_CONCURRENT_STREAMS per connection
+    initial_stream_window: int = 65536  # SETTINGS_INITIAL_WINDOW_SIZE, bytes
+    initial_connection_window: int = 1024 * 1024  # raised by a WINDOW_UPDATE on stream 0
+    max_header_list_size: int = 65536  # SETTINGS_MAX_HEADER_LIST_SIZE (decoded), bytes
+    max_frame_size: int = 16384  # SETTINGS_MAX_FRAME_SIZE, 16384..16777215 bytes
+    idle_timeout: float = 300.0  # a connection with no open stream is closed (GOAWAY)
+    settings_timeout: float = 10.0  # our SETTINGS must be ACKed within this
+    floods: Http2FloodLimits = field(default_factory=Http2FloodLimits)
+
+
 @dataclass(frozen=True, slots=True)
 class HeaderMatch:
     name: str  # lower-case
@@ -118,7 +152,7 @@ class RouteMatch:
     host: str | None = None  # exact (lower-case, no trailing dot) or "*.suffix"; None = any
     port: int | None = None  # None = any
     paths: tuple[str, ...] = ()  # "/exact", "/prefix/*", "/*"; empty = any path
-    headers: tuple[HeaderMatch, ...] = ()
+    headers: tuple[HeaderMatch, ...] = ()  # also gRPC metadata (HTTP/2 header fields)
     proxy_mode: ProxyMode = ProxyMode.ANY
 
 
@@ -189,6 +223,9 @@ class BackendTimeouts:
     connect: float = 2.0  # TCP (+TLS) connect, then the next endpoint is tried
     response_header: float = 60.0  # request sent -> response head received; 0 = none
     idle: float = 0.0  # no byte either way on an active exchange; 0 = none (streams live on)
+    # A gRPC call's `grpc-timeout` is honoured up to this; 0 = no cap. Calls without one
+    # get no whole-call deadline (response_header and idle still apply).
+    max_grpc_timeout: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +238,8 @@ class BackendConfig:
     name: str
     resolver: ResolverConfig
     balancer: Balancer = Balancer.ROUND_ROBIN
-    tls: BackendTlsConfig | None = None  # None: plaintext HTTP/1.1 to the endpoints
+    tls: BackendTlsConfig | None = None  # None: plaintext to the endpoints
+    protocol: UpstreamProtocol = UpstreamProtocol.HTTP1
     pool: PoolConfig = field(default_factory=PoolConfig)
     timeouts: BackendTimeouts = field(default_factory=BackendTimeouts)
     retries: RetryConfig = field(default_factory=RetryConfig)
@@ -243,6 +281,7 @@ class EdgeConfig:
     admin: AdminConfig = field(default_factory=AdminConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    http2: Http2Config = field(default_factory=Http2Config)
     demo_backend: Address | None = None  # serve the built-in demo backend here
     access_log: bool = True
 

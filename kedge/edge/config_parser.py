@@ -47,7 +47,9 @@ from kedge.edge.config import (
     StaticEndpoint,
     StaticResolverConfig,
     TimeoutsConfig,
+    UpstreamProtocol,
 )
+from kedge.edge.config_http2 import parse_http2
 from kedge.edge.config_routes import parse_adhoc_rule, parse_routes
 
 __all__ = ["DEMO_SOURCE", "embedded_demo_config", "load_edge_config", "parse_edge_config"]
@@ -61,6 +63,7 @@ _TOP_KEYS = (
     "access_log",
     "limits",
     "timeouts",
+    "http2",
     "backends",
     "routes",
     "adhoc",
@@ -103,6 +106,7 @@ def parse_edge_config(data: object, source: str, *, base_dir: str | None = None)
         admin=_admin(f.get("admin"), base.admin),
         limits=_limits(f.get("limits"), base.limits),
         timeouts=_timeouts(f.get("timeouts"), base.timeouts),
+        http2=parse_http2(f.get("http2"), base.http2),
         demo_backend=_address(n) if (n := f.get("demo_backend")) else base.demo_backend,
         access_log=f.get_bool("access_log", base.access_log),
     )
@@ -266,11 +270,23 @@ def _backend(item: Node, base_dir: str | None) -> BackendConfig:
     )
     base = BackendConfig(name, resolver)
     tls = _optional_tls(f, dataclass_keys(BackendTlsConfig))
+    protocol = f.get_enum("protocol", UpstreamProtocol, base.protocol)
+    if protocol is UpstreamProtocol.H2 and tls is None:
+        raise f.node.child("protocol").error(
+            "protocol h2 needs TLS to the endpoints (HTTP/2 is negotiated by ALPN)",
+            "add a `tls:` block, or use `protocol: h2c` for cleartext HTTP/2",
+        )
+    if protocol is UpstreamProtocol.H2C and tls is not None:
+        raise f.node.child("protocol").error(
+            "protocol h2c is cleartext HTTP/2, but the backend has `tls`",
+            "use `protocol: h2` for HTTP/2 over TLS, or remove `tls`",
+        )
     return BackendConfig(
         name=name,
         resolver=resolver,
         balancer=f.get_enum("balancer", Balancer, base.balancer),
         tls=None if tls is None else _backend_tls(tls, base_dir),
+        protocol=protocol,
         pool=_pool(n, base.pool) if (n := f.get("pool")) else base.pool,
         timeouts=_backend_timeouts(n, base.timeouts) if (n := f.get("timeouts")) else base.timeouts,
         retries=_retries(n, base.retries) if (n := f.get("retries")) else base.retries,
@@ -336,6 +352,7 @@ def _backend_timeouts(node: Node, d: BackendTimeouts) -> BackendTimeouts:
         connect=f.get_duration("connect", d.connect, allow_zero=False),
         response_header=f.get_duration("response_header", d.response_header),
         idle=f.get_duration("idle", d.idle),
+        max_grpc_timeout=f.get_duration("max_grpc_timeout", d.max_grpc_timeout),
     )
 
 

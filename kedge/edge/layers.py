@@ -129,8 +129,8 @@ class ErrorBoundary:
         elif not ex.head_sent:
             ex.send_error(error)
         elif not ex.finished:
-            # Headers are out: truncation is the only honest signal left (RFC 9112 §8).
-            ex.abort()
+            # Headers are out: truncation (or gRPC trailers) is the only signal left.
+            ex.abort(error)
 
 
 class Dispatch:

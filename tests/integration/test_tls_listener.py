@@ -1,9 +1,10 @@
 """TLS on both sides of the edge, with trustme certificates.
 
 Client side: a TLS listener serves curl over https (verified against the test CA), offers
-ALPN `http/1.1` only, tells the backend `X-Forwarded-Proto: https`, and survives plain HTTP
-sent to its TLS port. Backend side: `tls: {ca_file}` reaches an HTTPS endpoint; a CA that
-did not sign the endpoint's certificate gives 502 `upstream-connect` and nothing arrives.
+ALPN `h2` then `http/1.1` (only `http/1.1` with `http2.enabled: false`), tells the
+backend `X-Forwarded-Proto: https`, and survives plain HTTP sent to its TLS port.
+Backend side: `tls: {ca_file}` reaches an HTTPS endpoint; a CA that did not sign the
+endpoint's certificate gives 502 `upstream-connect` and nothing arrives.
 """
 
 from __future__ import annotations
@@ -93,14 +94,15 @@ async def test_curl_without_the_ca_refuses_the_certificate(
     assert be.requests == []
 
 
-async def test_curl_asking_for_http2_gets_http11(
+async def test_curl_asking_for_http2_gets_h2(
     setup: tuple[RunningEdge, RecordingBackend, TlsFiles],
 ) -> None:
-    edge, _, tls = setup
+    edge, be, tls = setup
     res = await curl("--http2", "-v", *https_args(edge, tls))
     assert res.status == 200
-    accepted = (b"ALPN: server accepted http/1.1", b"ALPN, server accepted to use http/1.1")
+    accepted = (b"ALPN: server accepted h2", b"ALPN, server accepted to use h2")
     assert any(a in res.stderr for a in accepted), res.stderr
+    assert be.requests[-1].header("x-forwarded-proto") == "https"
 
 
 async def _alpn(port: int, ca_file: str, offer: list[str]) -> str | None:
@@ -116,15 +118,24 @@ async def _alpn(port: int, ca_file: str, offer: list[str]) -> str | None:
         writer.close()
 
 
-async def test_alpn_offers_http11_only(
+async def test_alpn_offers_h2_then_http11(
     setup: tuple[RunningEdge, RecordingBackend, TlsFiles],
 ) -> None:
     edge, _, tls = setup
     port = edge.port("https")
-    assert await _alpn(port, tls.ca_file, ["h2", "http/1.1"]) == "http/1.1"
+    assert await _alpn(port, tls.ca_file, ["h2", "http/1.1"]) == "h2"
+    assert await _alpn(port, tls.ca_file, ["http/1.1", "h2"]) == "h2"  # server preference
     assert await _alpn(port, tls.ca_file, ["http/1.1"]) == "http/1.1"
-    # A client that only speaks h2 gets no protocol agreed (never h2).
-    assert await _alpn(port, tls.ca_file, ["h2"]) is None
+
+
+async def test_alpn_without_http2_offers_http11_only(tmpdir_: str) -> None:
+    tls = tls_files(tmpdir_)
+    yaml_text = edge_yaml(tls, "127.0.0.1:9") + "http2:\n  enabled: false\n"
+    async with running_edge(yaml_text) as edge:
+        port = edge.port("https")
+        assert await _alpn(port, tls.ca_file, ["h2", "http/1.1"]) == "http/1.1"
+        # A client that only speaks h2 gets no protocol agreed (never h2).
+        assert await _alpn(port, tls.ca_file, ["h2"]) is None
 
 
 async def test_alpn_with_openssl_s_client(
@@ -142,7 +153,7 @@ async def test_alpn_with_openssl_s_client(
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 10)
     text = out.decode()
-    assert "ALPN protocol: http/1.1" in text, (text, err)
+    assert "ALPN protocol: h2" in text, (text, err)
     assert "Verify return code: 0 (ok)" in text
 
 

@@ -51,6 +51,7 @@ __all__ = ["H1ServerConnection", "H1ServerSettings", "Handler"]
 Handler = Callable[[Exchange], Awaitable[None]]
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 §3.4
 
 
 @lru_cache(maxsize=1024)  # statuses are 3-digit numbers: the cache stays small
@@ -125,8 +126,13 @@ class H1ServerConnection(asyncio.Protocol):
         on_open: Callable[[H1ServerConnection], None] | None = None,
         on_close: Callable[[H1ServerConnection], None] | None = None,
         on_error: Callable[[KedgeError, H1ServerConnection, bytes], None] | None = None,
+        switch_to_h2: Callable[[asyncio.Transport, bytes], None] | None = None,
     ) -> None:
         self.settings = settings
+        # Hands the transport (and the bytes read so far) to an HTTP/2 connection: after
+        # ALPN `h2`, or when a plaintext connection opens with the h2c preface.
+        self._switch_to_h2 = switch_to_h2
+        self._sniff = b""  # the start of a possible h2c preface, until it is whole
         self._handler = handler
         self._request_ids = request_ids
         self._sweeper = sweeper
@@ -177,6 +183,12 @@ class H1ServerConnection(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self.transport = cast(asyncio.Transport, transport)
         self._loop = asyncio.get_running_loop()
+        if self._switch_to_h2 is not None:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+                self._closed = True  # this object is done: the connection is HTTP/2
+                self._switch_to_h2(self.transport, b"")
+                return
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.client_ip, self.client_port = str(peer[0]), int(peer[1])
@@ -233,6 +245,21 @@ class H1ServerConnection(asyncio.Protocol):
             return
         if self._stop_reading:
             return
+        if self._switch_to_h2 is not None and self._requests == 0 and not self._in_head:
+            data = self._sniff + data
+            if data[:24] == _H2_PREFACE[: len(data)] and len(data) < 24:
+                self._sniff = data  # maybe the h2c preface (RFC 9113 §3.3): wait for all
+                return
+            self._sniff = b""
+            if data.startswith(_H2_PREFACE):
+                self._closed = True
+                self._sweeper.discard(self)
+                if self._on_close is not None:
+                    self._on_close(self)
+                assert self.transport is not None
+                self._switch_to_h2(self.transport, data)
+                return
+            self._switch_to_h2 = None  # HTTP/1.1 it is
         starting = not self._in_head and self._body is None
         if starting and not self._head_clock:
             # First byte of a new request: the header timeout runs from here, in total
@@ -613,7 +640,7 @@ class H1ServerConnection(asyncio.Protocol):
         if out:
             t.write(out)
 
-    def abort(self, ex: Exchange) -> None:
+    def abort(self, ex: Exchange, error: KedgeError | None) -> None:
         # HTTP/1.1 can only signal truncation by closing without the final chunk or before
         # Content-Length bytes (RFC 9112 §6.3, §8).
         self._pending = None

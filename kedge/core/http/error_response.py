@@ -1,8 +1,9 @@
 """THE error renderer: every edge-made error becomes a response here and nowhere else.
 
 An HTTP error carries the status, `X-Kedge-Error` (one line of reason), `X-Kedge-Error-Type`
-(the stable kind), the request ID and a small text body. gRPC errors (trailers-only
-responses) are rendered by the HTTP/2 layer from the same KedgeError attributes.
+(the stable kind), the request ID and a small text body. A gRPC call gets a trailers-only
+response instead (HTTP 200, `grpc-status` and `grpc-message`, the same kind and request ID),
+or, once its response headers were sent, the same fields as trailers.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 from http import HTTPStatus
 
 from kedge.core.errors import KedgeError
+from kedge.core.http.grpc import grpc_message
 from kedge.core.http.messages import Headers, ResponseHead
 
-__all__ = ["error_response", "reason_phrase"]
+__all__ = ["error_response", "grpc_error_fields", "grpc_error_response", "reason_phrase"]
 
 
 def reason_phrase(status: int) -> str:
@@ -50,3 +52,23 @@ def error_response(
     if close or error.close_connection:
         headers.append((b"connection", b"close"))
     return ResponseHead(status, headers, phrase.encode()), body
+
+
+def grpc_error_fields(error: KedgeError, request_id: bytes | None) -> Headers:
+    """The status fields of a gRPC error: the trailers of a call whose headers are out."""
+    fields: Headers = [
+        (b"grpc-status", b"%d" % error.grpc_status),
+        (b"grpc-message", grpc_message(error.reason[:512])),
+        (b"x-kedge-error-type", error.kind.encode()),
+    ]
+    if request_id is not None:
+        fields.append((b"x-request-id", request_id))
+    return fields
+
+
+def grpc_error_response(error: KedgeError, request_id: bytes | None) -> ResponseHead:
+    """A trailers-only gRPC response: HTTP 200 whose one HEADERS frame ends the stream
+    (PROTOCOL-HTTP2.md: "Trailers-Only"); gRPC clients read the status from it."""
+    headers: Headers = [(b"content-type", b"application/grpc")]
+    headers += grpc_error_fields(error, request_id)
+    return ResponseHead(200, headers)

@@ -36,7 +36,7 @@ class ResponseChannel(Protocol):
     def send_interim(self, ex: Exchange, head: ResponseHead) -> None: ...
     async def send_body(self, ex: Exchange, data: bytes) -> None: ...
     def end(self, ex: Exchange, trailers: Headers | None) -> None: ...
-    def abort(self, ex: Exchange) -> None: ...
+    def abort(self, ex: Exchange, error: KedgeError | None) -> None: ...
     def start_tunnel(self, ex: Exchange, peer: TunnelEnd) -> TunnelEnd: ...
     def send_error_response(self, ex: Exchange, error: KedgeError) -> None: ...
 
@@ -53,6 +53,7 @@ class Exchange:
         "endpoint",
         "error_kind",
         "finished",
+        "grpc",
         "head",
         "head_sent",
         "keep_alive",
@@ -89,6 +90,7 @@ class Exchange:
         self.client_scheme = client_scheme
         self.request_id = request_id
         self.upgrade = upgrade  # b"websocket" for an upgrade the edge may pass through
+        self.grpc = False  # a gRPC call (HTTP/2 only): errors are rendered as gRPC statuses
         self.keep_alive = keep_alive  # what the client asked for (Connection, version)
         self.started = time.monotonic()
         self.status = 0
@@ -119,10 +121,13 @@ class Exchange:
         self.finished = True
         self.channel.end(self, trailers)
 
-    def abort(self) -> None:
-        """Signal truncation to the client: reset the stream or close the connection."""
+    def abort(self, error: KedgeError | None = None) -> None:
+        """End a response whose head is out, after `error` (None: the client is gone).
+
+        HTTP/1.1 closes the connection, HTTP/2 resets the stream; a gRPC call gets the
+        error as trailers instead, which its client reads as the call's status."""
         self.finished = True
-        self.channel.abort(self)
+        self.channel.abort(self, error)
 
     def start_tunnel(self, peer: TunnelEnd) -> TunnelEnd:
         """Switch the client connection to a raw tunnel with `peer` (after a 101)."""

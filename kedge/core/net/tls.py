@@ -1,7 +1,8 @@
 """TLS contexts for listeners and for connections to endpoints.
 
-TLS 1.2 is the floor (RFC 8996 deprecates 1.0/1.1); renegotiation is off. ALPN offers
-only `http/1.1` until the HTTP/2 driver lands.
+TLS 1.2 is the floor (RFC 8996 deprecates 1.0/1.1); renegotiation is off. Listeners offer
+ALPN `h2` then `http/1.1` when HTTP/2 is enabled; clients offer what the backend speaks.
+HTTP/2 over TLS needs TLS 1.2 or later (RFC 9113 §9.2), which the floor already ensures.
 """
 
 from __future__ import annotations

@@ -19,8 +19,9 @@ from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import NoEndpoints
 from kedge.core.net.tls import client_context
 from kedge.edge.balancing.policies import p2c, round_robin
-from kedge.edge.config import BackendConfig, Balancer
+from kedge.edge.config import BackendConfig, Balancer, UpstreamProtocol
 from kedge.edge.discovery.model import Endpoint, EndpointSet, Resolver, Update
+from kedge.edge.forwarding.h2_pool import H2EndpointPool
 from kedge.edge.forwarding.pool import EndpointPool
 
 __all__ = ["Backend"]
@@ -52,7 +53,7 @@ class Backend:
         self._ready: tuple[Endpoint, ...] = ()
         self.synced = False  # the resolver has published at least once
         self.inflight: dict[str, int] = {}
-        self.pools: dict[str, EndpointPool] = {}
+        self.pools: dict[str, EndpointPool | H2EndpointPool] = {}
         self._rr = 0
         self._task: asyncio.Task[None] | None = None
         self._ssl: ssl.SSLContext | None = None
@@ -63,6 +64,7 @@ class Backend:
                 insecure_skip_verify=tls.insecure_skip_verify,
                 cert_file=tls.cert_file,
                 key_file=tls.key_file,
+                alpn=("h2",) if config.protocol is UpstreamProtocol.H2 else ("http/1.1",),
             )
 
     # -- discovery ---------------------------------------------------------------------
@@ -107,11 +109,12 @@ class Backend:
             raise NoEndpoints(f"backend {self.name}: every endpoint failed for this request")
         return endpoint
 
-    def pool(self, endpoint: Endpoint) -> EndpointPool:
+    def pool(self, endpoint: Endpoint) -> EndpointPool | H2EndpointPool:
         pool = self.pools.get(endpoint.key)
         if pool is None:
             tls = self.config.tls
-            pool = EndpointPool(
+            cls = EndpointPool if self.config.protocol is UpstreamProtocol.HTTP1 else H2EndpointPool
+            pool = cls(
                 endpoint.address,
                 self.config.pool,
                 self._sweeper,

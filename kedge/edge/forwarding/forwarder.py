@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 
 from kedge.core.codec.client_h1 import H1ClientConnection
+from kedge.core.codec.client_h2 import StreamRefused
 from kedge.core.errors import (
     BodyTooLarge,
     KedgeError,
@@ -22,13 +23,17 @@ from kedge.core.errors import (
     UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamReset,
+    UpstreamTimeout,
 )
 from kedge.core.http.body import BodyStream
 from kedge.core.http.exchange import Exchange
+from kedge.core.http.grpc import format_grpc_timeout, grpc_deadline
 from kedge.core.http.headers import forward_request_headers, forward_response_headers
 from kedge.core.http.messages import ResponseHead, field_lines, header_value, last_chunk
 from kedge.edge.config import BackendTimeouts
 from kedge.edge.forwarding.backend import Backend
+from kedge.edge.forwarding.forward_h2 import exchange_h2, request_fields
+from kedge.edge.forwarding.h2_pool import H2EndpointPool
 from kedge.edge.forwarding.pool import EndpointPool
 
 __all__ = ["IDEMPOTENT_METHODS", "Forwarder"]
@@ -88,9 +93,27 @@ class Forwarder:
         return start.encode("latin-1") + field_lines(headers) + end, chunked
 
     async def forward(self, ex: Exchange, backend: Backend, body_limit: int) -> None:
-        head_bytes, chunked = self.request_head(ex)
+        timeouts = backend.config.timeouts
+        deadline = grpc_deadline(ex, timeouts.max_grpc_timeout) if ex.grpc else None
+        if deadline is None:
+            await self._attempts(ex, backend, body_limit, None)
+            return
+        # gRPC: the whole call, every attempt included, ends at the client's deadline
+        # (capped); the endpoint is told what is left of it.
+        loop = asyncio.get_running_loop()
+        expires = loop.time() + deadline
+        try:
+            async with asyncio.timeout_at(expires):
+                await self._attempts(ex, backend, body_limit, expires)
+        except TimeoutError:
+            raise UpstreamTimeout(f"gRPC deadline of {deadline:g}s exceeded") from None
+
+    async def _attempts(
+        self, ex: Exchange, backend: Backend, body_limit: int, expires: float | None
+    ) -> None:
         timeouts = backend.config.timeouts
         attempts = max(1, backend.config.retries.attempts)
+        h1_head: tuple[bytes, bool] | None = None
         tried: list[str] = []
         last_error: KedgeError | None = None
         for _ in range(attempts):
@@ -106,11 +129,25 @@ class Forwarder:
             key = endpoint.key
             backend.inflight[key] = backend.inflight.get(key, 0) + 1
             try:
-                await self.forward_to(ex, pool, head_bytes, chunked, timeouts, body_limit)
+                if isinstance(pool, H2EndpointPool):
+                    left = None
+                    if expires is not None:
+                        left = format_grpc_timeout(expires - asyncio.get_running_loop().time())
+                    scheme = b"https" if backend.config.tls is not None else b"http"
+                    fields = request_fields(ex, scheme, left)
+                    await exchange_h2(ex, pool, fields, timeouts, body_limit)
+                else:
+                    if h1_head is None:
+                        h1_head = self.request_head(ex)
+                    head_bytes, chunked = h1_head
+                    await self.forward_to(ex, pool, head_bytes, chunked, timeouts, body_limit)
                 return
-            except UpstreamConnectError as exc:
+            except (UpstreamConnectError, StreamRefused) as exc:
+                # Nothing reached the endpoint (or it says it processed nothing).
+                if isinstance(exc, StreamRefused) and ex.head_sent:
+                    raise
                 last_error = exc
-                if self._on_connect_failure is not None:
+                if self._on_connect_failure is not None and isinstance(exc, UpstreamConnectError):
                     self._on_connect_failure(backend.name)
                 if self._on_retry is not None and len(tried) < attempts:
                     self._on_retry(backend.name)
@@ -256,7 +293,7 @@ class Forwarder:
             # The head is out: the only honest signal left is truncation (RFC 9112 §8).
             ex.error_kind = exc.kind
             log.info("response truncated: %s", exc.reason, extra={"request_id": ex.request_id})
-            ex.abort()
+            ex.abort(exc)
             conn.abort()
 
     async def _pump(

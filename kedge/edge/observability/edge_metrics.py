@@ -24,6 +24,9 @@ class EdgeMetrics:
       connections_rejected: kedge_connections_rejected_total{listener}: client connections
         closed at once because `limits.max_connections` was reached.
       connections_active: kedge_connections_active{listener}: client connections open now.
+      h2_floods: kedge_http2_connections_closed_total{listener,kind}: HTTP/2 client
+        connections ended with GOAWAY for abuse (kind: ping-flood, rapid-reset,
+        header-timeout, protocol-error, ...).
       upstream_connections_opened: kedge_upstream_connections_opened_total{backend}: new
         connections to a backend's endpoints (pooled reuse does not count).
       upstream_connect_failures: kedge_upstream_connect_failures_total{backend}: failed
@@ -66,6 +69,11 @@ class EdgeMetrics:
             "kedge_connections_rejected_total",
             "Client connections closed at once because limits.max_connections was reached.",
             ("listener",),
+        )
+        self.h2_floods = r.counter(
+            "kedge_http2_connections_closed_total",
+            "HTTP/2 client connections ended with GOAWAY for abuse or a protocol error.",
+            ("listener", "kind"),
         )
         self.connections_active = r.gauge(
             "kedge_connections_active", "Client connections open now.", ("listener",)

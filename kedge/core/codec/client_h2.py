@@ -1,0 +1,360 @@
+"""HTTP/2 client connection to an endpoint: many concurrent streams over one socket.
+
+Used for backends with `protocol: h2` (TLS, ALPN) or `h2c` (prior knowledge). Each request
+is an `UpstreamStream`: its response head arrives as a future, its body as a BodyStream
+whose consumption grants the endpoint more window (so a slow client slows the endpoint
+instead of filling memory), and its trailers with the end of the body.
+
+A GOAWAY from the endpoint stops new streams on this connection; streams above its
+`last_stream_id` were never processed (RFC 9113 §6.8), so they fail with a retryable
+error, and the rest finish normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import cast
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from kedge.core.errors import (
+    KedgeError,
+    UpstreamProtocolError,
+    UpstreamReset,
+)
+from kedge.core.http.body import BodyStream
+from kedge.core.http.messages import Headers, ResponseHead
+
+__all__ = ["H2ClientConnection", "StreamRefused", "UpstreamStream"]
+
+# Generous windows towards endpoints: the edge reads as fast as its clients take the data,
+# and the BodyStream high-water mark (not the window) bounds what it buffers per stream.
+_STREAM_WINDOW = 1024 * 1024
+_CONNECTION_WINDOW = 16 * 1024 * 1024
+
+
+class StreamRefused(UpstreamReset):
+    """The endpoint did not process the stream (REFUSED_STREAM, or above its GOAWAY's
+    last stream): safe to retry elsewhere for any method (RFC 9113 §8.7)."""
+
+    kind = "upstream-reset"
+
+
+class UpstreamStream:
+    """One request/response on an H2ClientConnection."""
+
+    __slots__ = ("_sender", "body", "conn", "head", "interim", "paused", "sid", "unacked")
+
+    def __init__(self, conn: H2ClientConnection, sid: int) -> None:
+        self.conn = conn
+        self.sid = sid
+        self.head: asyncio.Future[ResponseHead] = asyncio.get_running_loop().create_future()
+        self.body = BodyStream(self._pause, self._resume)
+        self.interim: Callable[[ResponseHead], None] | None = None
+        self.paused = False
+        self.unacked = 0
+        self._sender: asyncio.Future[None] | None = None
+
+    # -- sending ------------------------------------------------------------------------
+    async def send_data(self, data: bytes) -> None:
+        conn = self.conn
+        view = memoryview(data)
+        while view:
+            self._check_open()
+            try:
+                window = conn.h2.local_flow_control_window(self.sid)
+            except h2.exceptions.StreamClosedError:
+                raise UpstreamReset("endpoint closed the stream") from None
+            if window <= 0:
+                self._sender = asyncio.get_running_loop().create_future()
+                await self._sender
+                continue
+            size = min(window, conn.h2.max_outbound_frame_size, len(view))
+            conn.h2.send_data(self.sid, view[:size].tobytes())
+            view = view[size:]
+            conn.flush()
+            await conn.drain()
+
+    def end(self, trailers: Headers | None = None) -> None:
+        self._check_open()
+        try:
+            if trailers:
+                self.conn.h2.send_headers(self.sid, trailers, end_stream=True)
+            else:
+                self.conn.h2.end_stream(self.sid)
+        except h2.exceptions.StreamClosedError:
+            return  # the endpoint answered and closed already
+        self.conn.flush()
+
+    def cancel(self) -> None:
+        """Reset the stream (the client cancelled, or the edge gave up on it)."""
+        conn = self.conn
+        if conn.streams.pop(self.sid, None) is None or conn.closed:
+            return
+        try:
+            conn.h2.reset_stream(self.sid, h2.errors.ErrorCodes.CANCEL)
+        except h2.exceptions.ProtocolError:
+            return
+        conn.flush()
+        conn.stream_finished()
+
+    def _check_open(self) -> None:
+        if self.conn.closed:
+            raise UpstreamReset("endpoint closed the connection")
+        if self.head.done() and self.head.exception() is not None:
+            raise cast(KedgeError, self.head.exception())
+
+    def wake_sender(self) -> None:
+        waiter = self._sender
+        if waiter is not None:
+            self._sender = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- flow control for the response body -----------------------------------------------
+    def _pause(self) -> None:
+        self.paused = True
+
+    def _resume(self) -> None:
+        self.paused = False
+        if self.unacked and not self.conn.closed:
+            unacked, self.unacked = self.unacked, 0
+            try:
+                self.conn.h2.acknowledge_received_data(unacked, self.sid)
+            except h2.exceptions.ProtocolError:
+                return
+            self.conn.flush()
+
+    # -- events ---------------------------------------------------------------------------
+    def fail(self, error: KedgeError) -> None:
+        if not self.head.done():
+            self.head.set_exception(error)
+            self.head.exception()  # retrieved: no "never retrieved" warning if unused
+        self.body.feed_error(error)
+        self.wake_sender()
+
+
+class H2ClientConnection(asyncio.Protocol):
+    def __init__(
+        self,
+        key: str,
+        max_header_list_size: int = 65536,
+        on_lost: Callable[[H2ClientConnection], None] | None = None,
+        idle_timeout: float = 60.0,
+    ) -> None:
+        self.key = key
+        self._idle_timeout = idle_timeout
+        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        self.h2 = h2.connection.H2Connection(config=config)
+        self.h2.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
+            },
+        )
+        self.streams: dict[int, UpstreamStream] = {}
+        self.transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop
+        self._on_lost = on_lost
+        self.closed = False
+        self.goaway = False
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self.idle_since = 0.0
+        self.deadline = 0.0
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(_CONNECTION_WINDOW - 65535)
+        self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        error = UpstreamReset("endpoint closed the connection")
+        for stream in list(self.streams.values()):
+            stream.fail(error)
+        self.streams.clear()
+        self._wake_writers()
+        if self._on_lost is not None:
+            self._on_lost(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_writers()
+
+    def _wake_writers(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    async def drain(self) -> None:
+        if self._write_paused and not self.closed:
+            waiter = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            self.flush()
+            self._fail_all(UpstreamProtocolError(f"endpoint broke HTTP/2: {exc}"))
+            return
+        for event in events:
+            self._on_event(event)
+        self.flush()
+
+    def _on_event(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.DataReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is None:
+                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                return
+            stream.body.feed(event.data)
+            if stream.paused:
+                stream.unacked += event.flow_controlled_length
+            else:
+                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            if event.stream_ended is not None:
+                self._end_stream(event.stream_id, None)
+        elif isinstance(event, h2.events.ResponseReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None and not stream.head.done():
+                stream.head.set_result(_response_head(event.headers))
+                if event.stream_ended is not None:
+                    self._end_stream(event.stream_id, None)
+        elif isinstance(event, h2.events.InformationalResponseReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None and stream.interim is not None:
+                stream.interim(_response_head(event.headers))
+        elif isinstance(event, h2.events.TrailersReceived):
+            self._end_stream(event.stream_id, event.headers)
+        elif isinstance(event, h2.events.StreamEnded):
+            self._end_stream(event.stream_id, None)
+        elif isinstance(event, h2.events.StreamReset):
+            stream = self.streams.pop(event.stream_id, None)
+            if stream is not None:
+                refused = event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+                cls = StreamRefused if refused else UpstreamReset
+                stream.fail(cls(f"endpoint reset the stream ({_code_name(event.error_code)})"))
+                self.stream_finished()
+        elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            for stream in self.streams.values():
+                stream.wake_sender()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.goaway = True
+            last = event.last_stream_id or 0
+            for sid, stream in list(self.streams.items()):
+                if sid > last:
+                    self.streams.pop(sid)
+                    stream.fail(StreamRefused("endpoint sent GOAWAY before this stream"))
+            if event.error_code:
+                code = _code_name(event.error_code)
+                self._fail_all(UpstreamReset(f"endpoint sent GOAWAY ({code})"))
+            elif not self.streams:
+                self.close()
+
+    def _end_stream(self, sid: int, trailers: Headers | None) -> None:
+        stream = self.streams.pop(sid, None)
+        if stream is None:
+            return
+        if not stream.head.done():
+            stream.fail(UpstreamProtocolError("endpoint ended the stream without a response"))
+        else:
+            stream.body.feed_eof(trailers)
+        stream.wake_sender()
+        self.stream_finished()
+
+    def stream_finished(self) -> None:
+        if self.streams:
+            return
+        if self.goaway:
+            self.close()
+        else:
+            self.deadline = time.monotonic() + self._idle_timeout  # see on_deadline
+
+    def _fail_all(self, error: KedgeError) -> None:
+        for stream in list(self.streams.values()):
+            stream.fail(error)
+        self.streams.clear()
+        self.abort()
+
+    # -- requests -------------------------------------------------------------------------
+    @property
+    def is_available(self) -> bool:
+        """Can carry another stream now."""
+        return (
+            not self.closed
+            and not self.goaway
+            and len(self.streams) < self.h2.remote_settings.max_concurrent_streams
+        )
+
+    def open_stream(self, fields: Headers, *, end_stream: bool) -> UpstreamStream:
+        sid = self.h2.get_next_available_stream_id()
+        stream = UpstreamStream(self, sid)
+        self.streams[sid] = stream
+        self.deadline = 0.0
+        self.h2.send_headers(sid, fields, end_stream=end_stream)
+        self.flush()
+        return stream
+
+    def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        """Graceful: GOAWAY, then close the socket."""
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.h2.close_connection()
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def on_deadline(self) -> None:
+        """Idle (no stream) for the pool's idle timeout: close (the sweeper calls this)."""
+        if not self.streams:
+            self.close()
+
+
+def _response_head(fields: Headers) -> ResponseHead:
+    status = 0
+    headers: Headers = []
+    for name, value in fields:
+        if name == b":status":
+            status = int(value)
+        elif name[:1] != b":":
+            headers.append((name, value))
+    return ResponseHead(status, headers, version="2")
+
+
+def _code_name(code: int) -> str:
+    try:
+        return h2.errors.ErrorCodes(code).name
+    except ValueError:
+        return f"error {code}"
