@@ -80,7 +80,7 @@ class UpstreamStream:
             size = min(window, conn.h2.max_outbound_frame_size, len(view))
             conn.h2.send_data(self.sid, view[:size].tobytes())
             view = view[size:]
-            conn.flush()
+            conn.flush_soon()
             await conn.drain()
 
     def end(self, trailers: Headers | None = None) -> None:
@@ -92,7 +92,7 @@ class UpstreamStream:
                 self.conn.h2.end_stream(self.sid)
         except h2.exceptions.StreamClosedError:
             return  # the endpoint answered and closed already
-        self.conn.flush()
+        self.conn.flush_soon()
 
     def cancel(self) -> None:
         """Reset the stream (the client cancelled, or the edge gave up on it)."""
@@ -103,7 +103,7 @@ class UpstreamStream:
             conn.h2.reset_stream(self.sid, h2.errors.ErrorCodes.CANCEL)
         except h2.exceptions.ProtocolError:
             return
-        conn.flush()
+        conn.flush_soon()
         conn.stream_finished()
 
     def _check_open(self) -> None:
@@ -131,7 +131,7 @@ class UpstreamStream:
                 self.conn.h2.acknowledge_received_data(unacked, self.sid)
             except h2.exceptions.ProtocolError:
                 return
-            self.conn.flush()
+            self.conn.flush_soon()
 
     # -- events ---------------------------------------------------------------------------
     def fail(self, error: KedgeError) -> None:
@@ -152,7 +152,13 @@ class H2ClientConnection(asyncio.Protocol):
     ) -> None:
         self.key = key
         self._idle_timeout = idle_timeout
-        config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+        # Requests are built from validated heads (see server_h2): no outbound re-checks.
+        config = h2.config.H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
         self.h2 = h2.connection.H2Connection(config=config)
         self.h2.local_settings = h2.settings.Settings(
             client=True,
@@ -167,6 +173,7 @@ class H2ClientConnection(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop
         self._on_lost = on_lost
         self.closed = False
+        self._flush_pending = False
         self.goaway = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -312,13 +319,20 @@ class H2ClientConnection(asyncio.Protocol):
         self.streams[sid] = stream
         self.deadline = 0.0
         self.h2.send_headers(sid, fields, end_stream=end_stream)
-        self.flush()
+        self.flush_soon()
         return stream
 
     def flush(self) -> None:
+        self._flush_pending = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+    def flush_soon(self) -> None:
+        """One write per loop iteration for everything queued meanwhile (see server_h2)."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self.flush)
 
     def close(self) -> None:
         """Graceful: GOAWAY, then close the socket."""

@@ -89,7 +89,7 @@ class H2Stream:
             self.conn.h2.reset_stream(self.sid, code)
         except h2.exceptions.ProtocolError:
             return  # already closed
-        self.conn.flush()
+        self.conn.flush_soon()
 
     # -- request side (called by the connection) ----------------------------------------
     def on_data(self, data: bytes, flow_length: int) -> None:
@@ -132,7 +132,7 @@ class H2Stream:
                 self.conn.h2.acknowledge_received_data(unacked, self.sid)
             except h2.exceptions.ProtocolError:
                 return  # the stream closed meanwhile
-            self.conn.flush()
+            self.conn.flush_soon()
 
     def wake_sender(self) -> None:
         waiter = self._sender
@@ -158,7 +158,7 @@ class H2Stream:
             conn.h2.send_headers(self.sid, fields, end_stream=end)
         except h2.exceptions.StreamClosedError:
             raise ClientDisconnected("client reset the stream") from None
-        conn.flush()
+        conn.flush_soon()
 
     async def send_body(self, ex: Exchange, data: bytes) -> None:
         conn = self.conn
@@ -181,7 +181,7 @@ class H2Stream:
                 raise ClientDisconnected("client reset the stream") from None
             conn.note_data_sent(size)
             view = view[size:]
-            conn.flush()
+            conn.flush_soon()
             await conn.drain()
 
     def end(self, ex: Exchange, trailers: Headers | None) -> None:
@@ -195,7 +195,7 @@ class H2Stream:
                 conn.h2.end_stream(self.sid)
         except h2.exceptions.ProtocolError:
             return  # the client reset the stream meanwhile
-        conn.flush()
+        conn.flush_soon()
 
     def abort(self, ex: Exchange, error: KedgeError | None) -> None:
         if ex.grpc and error is not None and ex.head_sent:
@@ -241,7 +241,7 @@ class H2Stream:
                 conn.h2.send_data(self.sid, body[: max(window, 0)], end_stream=True)
         except h2.exceptions.ProtocolError:
             return
-        conn.flush()
+        conn.flush_soon()
 
     def start_tunnel(self, ex: Exchange, peer: TunnelEnd) -> TunnelEnd:
         # Upgrades do not exist in HTTP/2 (RFC 9113 §8.6); extended CONNECT is not offered,

@@ -88,7 +88,15 @@ class H2ServerConnection(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop
         self.client_ip = ""
         self.client_port = 0
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            # What the edge sends is built from validated messages (lower-case names,
+            # hop-by-hop fields removed); re-checking every field costs more than the rest
+            # of a small response. Inbound validation stays on.
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
         self.h2 = h2.connection.H2Connection(config=config)
         self.streams: dict[int, H2Stream] = {}
         self._scanner = FrameScanner(skip_preface=True)
@@ -101,6 +109,7 @@ class H2ServerConnection(asyncio.Protocol):
         self._goaway_sent = False
         self._last_stream_id = _MAX_STREAM_ID  # streams above this are refused (after GOAWAY)
         self._closed = False
+        self._flush_pending = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
 
@@ -309,9 +318,17 @@ class H2ServerConnection(asyncio.Protocol):
 
     # -- output ------------------------------------------------------------------------
     def flush(self) -> None:
+        self._flush_pending = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+    def flush_soon(self) -> None:
+        """Write what h2 queued at the end of this loop iteration: a small response's
+        HEADERS, DATA and END_STREAM (and other streams' frames) leave in one write."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self.flush)
 
     @property
     def closed(self) -> bool:
@@ -378,6 +395,8 @@ class H2ServerConnection(asyncio.Protocol):
             self._update_deadline()
 
     def _close(self) -> None:
+        if not self._closed:
+            self.flush()  # frames queued for the next iteration go first
         self._closed = True
         self._sweeper.discard(self)
         t = self.transport

@@ -1,0 +1,166 @@
+"""HTTP/2 proxy benchmark: h2load (h2c, prior knowledge) against kedge, nginx and direct.
+
+Usage: python bench/run_h2_bench.py [--duration 10] [--reps 3] [--clients 16] [--streams 4]
+       [--quick]
+
+Same method as bench/run_proxy_bench.py (bench/README.md): the proxy under test is pinned
+to CPU 0, h2load and the backend share CPU 1, and the figure that matters is the proxy's
+CPU time per request (user+system of its process tree over the measured run, divided by
+the requests h2load completed), which does not depend on how fast the load generator is.
+
+Targets, all serving the same 100-byte body from one nginx backend over HTTP/1.1:
+- direct: the backend itself, with an `http2` listener (what HTTP/2 costs nginx alone);
+- nginx:  one nginx worker accepting h2c and proxying with pooled keep-alive HTTP/1.1;
+- kedge:  the edge accepting h2c (prior knowledge) and proxying the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lib.procs import ManagedProcess, free_port, start_process, tree_cpu_seconds, wait_port_open
+from lib.render import HIT_HOST, nginx_backend_conf, nginx_proxy_conf, template_dir
+from lib.targets import LOAD_CPU, PROXY_CPU, Target, start_kedge
+from lib.tools import tool_path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_REQUESTS = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded")
+
+
+@dataclass
+class Sample:
+    requests: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def us_per_request(self) -> float:
+        return self.cpu_seconds / max(self.requests, 1) * 1e6
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def _nginx(name: str, text: str, prefix: Path, cpu: int, port: int) -> ManagedProcess:
+    prefix.mkdir(parents=True, exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(text)
+    cmd = ["taskset", "-c", str(cpu), tool_path("nginx"), "-p", f"{prefix}/", "-c", str(conf)]
+    cmd += ["-e", str(prefix / "error.log")]
+    proc = start_process(name, cmd, log_path=prefix / "stdout.log")
+    wait_port_open(port, timeout_s=10.0, proc=proc)
+    return proc
+
+
+def start_backend(workdir: Path, *, http2: bool) -> Target:
+    port = free_port()
+    prefix = workdir / ("backend-h2" if http2 else "backend")
+    template = (template_dir() / "nginx_backend.conf.tmpl").read_text()
+    text = nginx_backend_conf(template, prefix=str(prefix), port=port, is_root=os.geteuid() == 0)
+    if http2:
+        text = text.replace("backlog=4096;", "backlog=4096 http2;")
+    cpu = PROXY_CPU if http2 else LOAD_CPU  # the h2 backend is itself the "direct" target
+    proc = _nginx(prefix.name, text, prefix, cpu, port)
+    return Target(name="direct", port=port, process=proc, cpu_of="proxy")
+
+
+def start_nginx_h2_proxy(workdir: Path, backend_port: int) -> Target:
+    port = free_port()
+    prefix = workdir / "nginx"
+    template = (template_dir() / "nginx_proxy.conf.tmpl").read_text()
+    text = nginx_proxy_conf(
+        template,
+        prefix=str(prefix),
+        port=port,
+        backend_port=backend_port,
+        access_log=str(prefix / "access.log"),
+        is_root=os.geteuid() == 0,
+    )
+    text = text.replace("backlog=4096;", "backlog=4096 http2;")
+    proc = _nginx("nginx", text, prefix, PROXY_CPU, port)
+    return Target(name="nginx", port=port, process=proc, cpu_of="proxy")
+
+
+def h2load(port: int, seconds: float, clients: int, streams: int) -> tuple[int, float]:
+    cmd = ["taskset", "-c", str(LOAD_CPU), "h2load", "-c", str(clients), "-m", str(streams)]
+    cmd += ["-t", "1", "-D", f"{seconds:g}", "-H", f":authority: {HIT_HOST}"]
+    cmd += [f"http://127.0.0.1:{port}/"]
+    started = time.monotonic()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    elapsed = time.monotonic() - started
+    match = _REQUESTS.search(out.stdout)
+    if out.returncode != 0 or match is None:
+        raise RuntimeError(f"h2load failed ({out.returncode}): {out.stdout[-800:]}{out.stderr}")
+    _, _, done, succeeded = map(int, match.groups())
+    # With -D, the requests still in flight when time is up are cut and count as failed
+    # (at most clients x streams of them); anything beyond that is a real failure.
+    if done == 0 or done - succeeded > clients * streams:
+        raise RuntimeError(f"h2load: {done - succeeded} of {done} requests failed")
+    return succeeded, elapsed
+
+
+def measure(target: Target, args: argparse.Namespace) -> Sample:
+    h2load(target.port, 1.0 if args.quick else 2.0, args.clients, args.streams)  # warm-up
+    before = tree_cpu_seconds(target.process.pid)
+    requests, seconds = h2load(target.port, args.duration, args.clients, args.streams)
+    cpu = tree_cpu_seconds(target.process.pid) - before
+    return Sample(requests, seconds, cpu)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--streams", type=int, default=4)
+    p.add_argument("--quick", action="store_true", help="2 s runs, one rep (smoke test)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.reps = 2.0, 1
+    started: list[ManagedProcess] = []
+    with tempfile.TemporaryDirectory(prefix="kedge-h2-bench-") as d:
+        workdir = Path(d)
+        try:
+            backend = start_backend(workdir, http2=False)
+            started.append(backend.process)
+            targets = [start_backend(workdir, http2=True)]
+            targets.append(start_nginx_h2_proxy(workdir, backend.port))
+            targets.append(start_kedge(workdir, backend.port, REPO_ROOT))
+            started += [t.process for t in targets]
+            results: dict[str, list[Sample]] = {t.name: [] for t in targets}
+            for rep in range(args.reps):
+                for target in targets:
+                    sample = measure(target, args)
+                    results[target.name].append(sample)
+                    print(
+                        f"rep {rep + 1} {target.name:7} {sample.rps:9.0f} req/s "
+                        f"{sample.us_per_request:7.1f} us CPU/request",
+                        flush=True,
+                    )
+        finally:
+            for proc in reversed(started):
+                proc.stop()
+    best = {name: min(s.us_per_request for s in samples) for name, samples in results.items()}
+    rps = {name: max(s.rps for s in samples) for name, samples in results.items()}
+    print(f"\nh2load -c{args.clients} -m{args.streams}, {args.duration:g}s x {args.reps}: "
+          "best CPU per request of the proxy process (CPU 0)")  # fmt: skip
+    print(f"{'target':8} {'req/s':>9} {'us/req':>8} {'vs nginx':>9}")
+    for name in results:
+        ratio = best[name] / best["nginx"]
+        print(f"{name:8} {rps[name]:9.0f} {best[name]:8.1f} {ratio:8.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
