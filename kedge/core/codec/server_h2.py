@@ -191,6 +191,10 @@ class H2ServerConnection(asyncio.Protocol):
         if self._closed:
             return
         counts = self._scanner.feed(data)
+        if self._flush_pending:
+            # Write our own queued frames first, so `out` below holds only what this
+            # read provoked (an early-response RST must not count as a client's doing).
+            self.flush()
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError:
