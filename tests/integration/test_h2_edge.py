@@ -166,3 +166,21 @@ async def test_many_streams_on_one_connection(
     # All 20 streams were open before the first response came back.
     first_response = text.index(":status: 200")
     assert text[:first_response].count("send HEADERS frame") == 20
+
+
+async def test_h2load_through_the_edge(
+    setup: tuple[RunningEdge, RecordingBackend, TlsFiles],
+) -> None:
+    edge, be, _ = setup
+    if shutil.which("h2load") is None:
+        pytest.skip("h2load (nghttp2-client) is not installed")
+    proc = await asyncio.create_subprocess_exec(
+        "h2load", "-n", "2000", "-c", "4", "-m", "16", "-H", ":authority: edge.test",
+        f"http://127.0.0.1:{edge.port('http')}/load",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode()
+    assert "2000 succeeded, 0 failed, 0 errored" in text, text
+    assert "status codes: 2000 2xx" in text, text
+    assert len(be.requests) == 2000
