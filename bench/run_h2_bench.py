@@ -1,7 +1,7 @@
 """HTTP/2 proxy benchmark: h2load (h2c, prior knowledge) against kedge, nginx and direct.
 
 Usage: python bench/run_h2_bench.py [--duration 10] [--reps 3] [--clients 16] [--streams 4]
-       [--quick]
+       [--quick] [--grpc]
 
 Same method as bench/run_proxy_bench.py (bench/README.md): the proxy under test is pinned
 to CPU 0, h2load and the backend share CPU 1, and the figure that matters is the proxy's
@@ -12,6 +12,11 @@ Targets, all serving the same 100-byte body from one nginx backend over HTTP/1.1
 - direct: the backend itself, with an `http2` listener (what HTTP/2 costs nginx alone);
 - nginx:  one nginx worker accepting h2c and proxying with pooled keep-alive HTTP/1.1;
 - kedge:  the edge accepting h2c (prior knowledge) and proxying the same way.
+
+With `--grpc`: unary gRPC calls (h2load posting one length-prefixed message with
+`content-type: application/grpc` and `te: trailers`) to a grpc.aio backend over h2c, through
+nginx `grpc_pass` and through kedge (`protocol: h2c`). There is no "direct" row: the backend
+is Python and would be charged for itself.
 """
 
 from __future__ import annotations
@@ -92,10 +97,21 @@ def start_nginx_h2_proxy(workdir: Path, backend_port: int) -> Target:
     return Target(name="nginx", port=port, process=proc, cpu_of="proxy")
 
 
-def h2load(port: int, seconds: float, clients: int, streams: int) -> tuple[int, float]:
+GRPC_PATH = "/kedge.e2e.Greeter/SayHello"
+# One gRPC message (uncompressed, 7 bytes): HelloRequest{name: "bench"} as protobuf.
+GRPC_BODY = b"\x00\x00\x00\x00\x07\x0a\x05bench"
+
+
+def h2load(
+    port: int, seconds: float, clients: int, streams: int, grpc_body: Path | None = None
+) -> tuple[int, float]:
     cmd = ["taskset", "-c", str(LOAD_CPU), "h2load", "-c", str(clients), "-m", str(streams)]
     cmd += ["-t", "1", "-D", f"{seconds:g}", "-H", f":authority: {HIT_HOST}"]
-    cmd += [f"http://127.0.0.1:{port}/"]
+    if grpc_body is not None:
+        cmd += ["-d", str(grpc_body), "-H", "content-type: application/grpc"]
+        cmd += ["-H", "te: trailers", f"http://127.0.0.1:{port}{GRPC_PATH}"]
+    else:
+        cmd += [f"http://127.0.0.1:{port}/"]
     started = time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
     elapsed = time.monotonic() - started
@@ -110,10 +126,66 @@ def h2load(port: int, seconds: float, clients: int, streams: int) -> tuple[int, 
     return succeeded, elapsed
 
 
+def start_grpc_backend(workdir: Path) -> tuple[ManagedProcess, int]:
+    port = free_port()
+    script = Path(__file__).resolve().parent / "lib" / "grpc_backend.py"
+    cmd = ["taskset", "-c", str(LOAD_CPU), sys.executable, str(script), str(port)]
+    proc = start_process("grpc-backend", cmd, log_path=workdir / "grpc-backend.log")
+    wait_port_open(port, timeout_s=10.0, proc=proc)
+    return proc, port
+
+
+def start_nginx_grpc_proxy(workdir: Path, backend_port: int) -> Target:
+    port = free_port()
+    prefix = workdir / "nginx-grpc"
+    text = f"""
+daemon off; master_process on; worker_processes 1; pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+{"user root;" if os.geteuid() == 0 else ""}
+events {{ worker_connections 8192; }}
+http {{
+    access_log {prefix}/access.log combined buffer=64k;
+    client_body_temp_path {prefix}/client_body_temp;
+    upstream grpc_bench {{ server 127.0.0.1:{backend_port}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port} http2 backlog=4096;
+        location / {{ grpc_pass grpc://grpc_bench; }}
+    }}
+}}
+"""
+    proc = _nginx("nginx", text, prefix, PROXY_CPU, port)
+    return Target(name="nginx", port=port, process=proc, cpu_of="proxy")
+
+
+def start_kedge_grpc(workdir: Path, backend_port: int) -> Target:
+    port, admin_port = free_port(), free_port()
+    prefix = workdir / "kedge-grpc"
+    prefix.mkdir(parents=True, exist_ok=True)
+    config = prefix / "kedge.yaml"
+    config.write_text(f"""
+listeners: [{{name: http, address: "127.0.0.1:{port}"}}]
+admin: {{address: "127.0.0.1:{admin_port}"}}
+backends:
+  - name: grpc
+    protocol: h2c
+    resolver: {{static: {{endpoints: ["127.0.0.1:{backend_port}"]}}}}
+routes:
+  - backend: grpc
+    match: {{host: {HIT_HOST}}}
+""")
+    cmd = ["taskset", "-c", str(PROXY_CPU), sys.executable, "-m", "kedge", "serve"]
+    cmd += ["--config", str(config), "--access-log", str(prefix / "access.log")]
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    proc = start_process("kedge", cmd, log_path=prefix / "stdout.log", cwd=REPO_ROOT, env=env)
+    wait_port_open(port, timeout_s=20.0, proc=proc)
+    return Target(name="kedge", port=port, process=proc, cpu_of="proxy")
+
+
 def measure(target: Target, args: argparse.Namespace) -> Sample:
-    h2load(target.port, 1.0 if args.quick else 2.0, args.clients, args.streams)  # warm-up
+    body = args.grpc_body
+    h2load(target.port, 1.0 if args.quick else 2.0, args.clients, args.streams, body)  # warm-up
     before = tree_cpu_seconds(target.process.pid)
-    requests, seconds = h2load(target.port, args.duration, args.clients, args.streams)
+    requests, seconds = h2load(target.port, args.duration, args.clients, args.streams, body)
     cpu = tree_cpu_seconds(target.process.pid) - before
     return Sample(requests, seconds, cpu)
 
@@ -125,18 +197,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--streams", type=int, default=4)
     p.add_argument("--quick", action="store_true", help="2 s runs, one rep (smoke test)")
+    p.add_argument("--grpc", action="store_true", help="unary gRPC instead of plain GETs")
     args = p.parse_args(argv)
+    args.grpc_body = None
     if args.quick:
         args.duration, args.reps = 2.0, 1
     started: list[ManagedProcess] = []
     with tempfile.TemporaryDirectory(prefix="kedge-h2-bench-") as d:
         workdir = Path(d)
         try:
-            backend = start_backend(workdir, http2=False)
-            started.append(backend.process)
-            targets = [start_backend(workdir, http2=True)]
-            targets.append(start_nginx_h2_proxy(workdir, backend.port))
-            targets.append(start_kedge(workdir, backend.port, REPO_ROOT))
+            if args.grpc:
+                args.grpc_body = workdir / "message.bin"
+                args.grpc_body.write_bytes(GRPC_BODY)
+                grpc_backend, backend_port = start_grpc_backend(workdir)
+                started.append(grpc_backend)
+                targets = [start_nginx_grpc_proxy(workdir, backend_port)]
+                targets.append(start_kedge_grpc(workdir, backend_port))
+            else:
+                backend = start_backend(workdir, http2=False)
+                started.append(backend.process)
+                targets = [start_backend(workdir, http2=True)]
+                targets.append(start_nginx_h2_proxy(workdir, backend.port))
+                targets.append(start_kedge(workdir, backend.port, REPO_ROOT))
             started += [t.process for t in targets]
             results: dict[str, list[Sample]] = {t.name: [] for t in targets}
             for rep in range(args.reps):
@@ -153,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                 proc.stop()
     best = {name: min(s.us_per_request for s in samples) for name, samples in results.items()}
     rps = {name: max(s.rps for s in samples) for name, samples in results.items()}
-    print(f"\nh2load -c{args.clients} -m{args.streams}, {args.duration:g}s x {args.reps}: "
+    what = "gRPC unary" if args.grpc else "GET"
+    print(f"\n{what}, h2load -c{args.clients} -m{args.streams}, {args.duration:g}s x {args.reps}: "
           "best CPU per request of the proxy process (CPU 0)")  # fmt: skip
     print(f"{'target':8} {'req/s':>9} {'us/req':>8} {'vs nginx':>9}")
     for name in results:
