@@ -25,6 +25,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from kedge.core.codec.hpack_literal import LiteralEncoder
 from kedge.core.errors import (
     KedgeError,
     UpstreamProtocolError,
@@ -160,6 +161,7 @@ class H2ClientConnection(asyncio.Protocol):
             normalize_outbound_headers=False,
         )
         self.h2 = h2.connection.H2Connection(config=config)
+        self.h2.encoder = LiteralEncoder()  # type: ignore[assignment]  # see hpack_literal
         self.h2.local_settings = h2.settings.Settings(
             client=True,
             initial_values={

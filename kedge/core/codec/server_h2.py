@@ -32,6 +32,7 @@ from kedge.core.codec.h2_frames import FrameScanner, count_rst_stream
 from kedge.core.codec.h2_guard import FloodGuard, FloodLimits
 from kedge.core.codec.h2_request import is_grpc_fields, validate_h2_request
 from kedge.core.codec.h2_stream import H2Stream
+from kedge.core.codec.hpack_literal import LiteralEncoder
 from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import ClientDisconnected, KedgeError
 from kedge.core.http.body import BodyStream
@@ -98,6 +99,7 @@ class H2ServerConnection(asyncio.Protocol):
             normalize_outbound_headers=False,
         )
         self.h2 = h2.connection.H2Connection(config=config)
+        self.h2.encoder = LiteralEncoder()  # type: ignore[assignment]  # see hpack_literal
         self.streams: dict[int, H2Stream] = {}
         self._scanner = FrameScanner(skip_preface=True)
         self._guard = FloodGuard(settings.floods)
