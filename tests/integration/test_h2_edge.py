@@ -73,6 +73,8 @@ async def test_h2c_prior_knowledge(setup: tuple[RunningEdge, RecordingBackend, T
     assert req.header("host") == "edge.test"
     assert req.header("x-forwarded-proto") == "http"
     assert req.header("te") is None
+    assert req.header("via") == "2 kedge"  # RFC 9110 §7.6.3: the protocol received
+    assert res.header("via") == "1.1 kedge"  # the backend answered in HTTP/1.1
     rid = res.header("x-request-id")
     assert rid is not None and req.header("x-request-id") == rid
 

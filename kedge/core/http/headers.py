@@ -64,7 +64,8 @@ _PROTECTED = frozenset({b"host", b"content-length", b"authorization", b"cookie",
 
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:+=/-]{1,128}")
 _TOKEN_SPLIT = re.compile(rb"[ \t]*,[ \t]*")
-_VIA = b"1.1 kedge"
+# RFC 9110 §7.6.3: the protocol version this hop received, then our pseudonym.
+_VIA = {"1.1": b"1.1 kedge", "1.0": b"1.0 kedge", "2": b"2 kedge"}
 
 
 def is_valid_request_id(value: bytes) -> bool:
@@ -153,8 +154,10 @@ def _drop_nominated(headers: Headers, out: Headers, appended: dict[bytes, list[b
     return [item for item in out if item[0] not in nominated]
 
 
-def _finish(out: Headers, via: list[bytes], request_id: bytes, upgrade: bytes | None) -> Headers:
-    via.append(_VIA)
+def _finish(
+    out: Headers, via: list[bytes], request_id: bytes, upgrade: bytes | None, version: str
+) -> Headers:
+    via.append(_VIA.get(version, b"1.1 kedge"))
     out.append((b"via", b", ".join(via)))
     out.append((b"x-request-id", request_id))
     if upgrade is not None:
@@ -171,8 +174,10 @@ def forward_request_headers(
     authority: str,
     request_id: bytes,
     upgrade: bytes | None = None,
+    version: str = "1.1",
 ) -> Headers:
-    """The headers to send upstream for a client request.
+    """The headers to send upstream for a client request (`version`: the client's HTTP
+    version, for Via).
 
     `upgrade` is the protocol of an upgrade the edge is passing through (e.g. b"websocket");
     then `Connection: upgrade` and `Upgrade` are kept, everything else hop-by-hop is removed.
@@ -191,15 +196,16 @@ def forward_request_headers(
     out.append((b"x-forwarded-proto", proto.encode()))
     out.append((b"x-forwarded-host", authority.encode()))
     out.append((b"forwarded", b", ".join(fwd)))
-    return _finish(out, appended[b"via"], request_id, upgrade)
+    return _finish(out, appended[b"via"], request_id, upgrade, version)
 
 
 def forward_response_headers(
-    headers: Headers, *, request_id: bytes, upgrade: bytes | None = None
+    headers: Headers, *, request_id: bytes, upgrade: bytes | None = None, version: str = "1.1"
 ) -> Headers:
-    """The headers to send to the client for a backend response (hop-by-hop removed)."""
+    """The headers to send to the client for a backend response (hop-by-hop removed;
+    `version`: the backend's HTTP version, for Via)."""
     appended: dict[bytes, list[bytes]] = {b"via": []}
     out, has_connection = _split(headers, _SPECIAL_RESPONSE, appended)
     if has_connection:
         out = _drop_nominated(headers, out, appended)
-    return _finish(out, appended[b"via"], request_id, upgrade)
+    return _finish(out, appended[b"via"], request_id, upgrade, version)

@@ -37,6 +37,7 @@ def request_fields(ex: Exchange, scheme: bytes, grpc_timeout: bytes | None) -> H
         proto=ex.client_scheme,
         authority=authority,
         request_id=ex.request_id,
+        version=h.version,
     )
     fields: Headers = [
         (b":method", h.method.encode("ascii")),
@@ -104,7 +105,8 @@ async def exchange_h2(
         cl = header_value(head.headers, b"content-length")
         ex.respond(
             ResponseHead(
-                head.status, forward_response_headers(head.headers, request_id=ex.request_id)
+                head.status,
+                forward_response_headers(head.headers, request_id=ex.request_id, version="2"),
             ),
             int(cl) if cl is not None and cl.isdigit() else None,
             has_body,

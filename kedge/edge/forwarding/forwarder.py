@@ -86,6 +86,7 @@ class Forwarder:
             authority=authority,
             request_id=ex.request_id,
             upgrade=ex.upgrade,
+            version=h.version,
         )
         chunked = ex.body is not None and header_value(h.headers, b"content-length") is None
         start = f"{h.method} {h.path_and_query} HTTP/1.1\r\nhost: {authority}\r\n"
@@ -240,7 +241,9 @@ class Forwarder:
                 self._switch_protocols(ex, pool, conn, head)
                 tunnel = True
                 return
-            headers = forward_response_headers(head.headers, request_id=ex.request_id)
+            headers = forward_response_headers(
+                head.headers, request_id=ex.request_id, version=head.version
+            )
             ex.respond(
                 ResponseHead(head.status, headers, head.reason),
                 start.content_length,
