@@ -152,6 +152,7 @@ async def _pump(body: BodyStream, stream: UpstreamStream, body_limit: int) -> No
                 )
             await stream.send_data(data)
         stream.end(body.trailers)
-    except KedgeError:
+    except KedgeError as exc:
+        stream.fail(exc)  # wakes the exchange waiting for the response head
         stream.cancel()
         raise
