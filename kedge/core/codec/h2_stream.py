@@ -184,6 +184,24 @@ class H2Stream:
             conn.flush_soon()
             await conn.drain()
 
+    async def send_last(self, ex: Exchange, data: bytes, trailers: Headers | None) -> None:
+        conn = self.conn
+        if data and not trailers and not conn.closed:
+            try:
+                fits = len(data) <= min(
+                    conn.h2.local_flow_control_window(self.sid), conn.h2.max_outbound_frame_size
+                )
+                if fits:
+                    conn.h2.send_data(self.sid, data, end_stream=True)
+                    conn.note_data_sent(len(data))
+                    conn.flush_soon()
+                    return
+            except h2.exceptions.StreamClosedError:
+                raise ClientDisconnected("client reset the stream") from None
+        if data:
+            await self.send_body(ex, data)
+        self.end(ex, trailers)
+
     def end(self, ex: Exchange, trailers: Headers | None) -> None:
         conn = self.conn
         if conn.closed:

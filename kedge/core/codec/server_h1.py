@@ -629,6 +629,11 @@ class H1ServerConnection(asyncio.Protocol):
             if self._closed:
                 raise ClientDisconnected("client closed the connection")
 
+    async def send_last(self, ex: Exchange, data: bytes, trailers: Headers | None) -> None:
+        if data:
+            await self.send_body(ex, data)
+        self.end(ex, trailers)
+
     def end(self, ex: Exchange, trailers: Headers | None) -> None:
         t = self.transport
         if t is None or self._closed:

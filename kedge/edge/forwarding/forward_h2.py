@@ -111,11 +111,14 @@ async def exchange_h2(
             int(cl) if cl is not None and cl.isdigit() else None,
             has_body,
         )
-        if has_body:
-            await _stream_response(ex, rbody)
-            if ex.finished:
-                return
-        ex.end(rbody.trailers)
+        if has_body and rbody.is_complete:
+            await ex.send_last(rbody.take_all(), rbody.trailers)  # one frame when it fits
+        else:
+            if has_body:
+                await _stream_response(ex, rbody)
+                if ex.finished:
+                    return
+            ex.end(rbody.trailers)
         done = True
     finally:
         if pump is not None and not pump.done():

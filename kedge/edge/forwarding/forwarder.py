@@ -252,7 +252,11 @@ class Forwarder:
             if timeouts.idle > 0:
                 conn.set_deadline(timeouts.idle)
             rbody = start.body
-            if start.has_body and rbody is not None:
+            if start.has_body and rbody is not None and rbody.is_complete:
+                # The whole response is here (the common small one): body and end of
+                # stream leave together (one DATA frame with END_STREAM on HTTP/2).
+                await ex.send_last(rbody.take_all(), rbody.trailers)
+            elif start.has_body and rbody is not None:
                 await self._stream_response(ex, conn, rbody, timeouts.idle)
                 if ex.finished:  # aborted mid-body
                     return
@@ -278,11 +282,6 @@ class Forwarder:
         self, ex: Exchange, conn: H1ClientConnection, rbody: BodyStream, idle: float
     ) -> None:
         try:
-            if rbody.is_complete:
-                data = rbody.take_all()
-                if data:
-                    await ex.send_body(data)
-                return
             while True:
                 data = await rbody.read()
                 if not data:
