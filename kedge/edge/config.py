@@ -154,6 +154,9 @@ class RouteMatch:
     paths: tuple[str, ...] = ()  # "/exact", "/prefix/*", "/*"; empty = any path
     headers: tuple[HeaderMatch, ...] = ()  # also gRPC metadata (HTTP/2 header fields)
     proxy_mode: ProxyMode = ProxyMode.ANY
+    # gRPC methods ("pkg.Service/Method", "pkg.Service/*", "pkg.Service", "pkg.*", "*");
+    # non-empty: only gRPC requests (content-type application/grpc) match this route.
+    grpc_methods: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,8 @@
 """Parsing of the route and adhoc-rule sections of the edge config (see config_parser).
 
-Routes: host patterns, path rules, header matches and proxy mode, checked for the forms the
-route table can compile, with a named key path and a fix for every refusal. Adhoc rules:
-kEdge's DNS-name patterns, ports and name replacement.
+Routes: host patterns, path rules, header matches, proxy mode and gRPC method globs, checked
+for the forms the route table can compile, with a named key path and a fix for every
+refusal. Adhoc rules: kEdge's DNS-name patterns, ports and name replacement.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable
 
 from kedge.core.config_loading import (
+    InvalidValue,
     Node,
     claim_name,
     closest,
@@ -29,6 +30,7 @@ from kedge.edge.config import (
     RouteConfig,
     RouteMatch,
 )
+from kedge.edge.routing.rules import parse_grpc_method
 
 __all__ = ["parse_adhoc_rule", "parse_routes"]
 
@@ -78,6 +80,7 @@ def _match(node: Node) -> RouteMatch:
         paths=tuple(_path(p) for p in n.as_list()) if (n := f.get("paths")) else d.paths,
         headers=_headers(n) if (n := f.get("headers")) else d.headers,
         proxy_mode=f.get_enum("proxy_mode", ProxyMode, d.proxy_mode),
+        grpc_methods=_grpc_methods(n) if (n := f.get("grpc_methods")) else d.grpc_methods,
     )
 
 
@@ -144,6 +147,24 @@ def _path(node: Node) -> str:
             f"write {canonical!r} (no '//', '.' or '..' segments, unreserved characters unescaped)",
         )
     return path
+
+
+def _grpc_methods(node: Node) -> tuple[str, ...]:
+    """A list of method globs, or one glob as a string (see rules.parse_grpc_method).
+
+    An empty list is refused: it would silently turn a gRPC-only route into one that
+    matches every request.
+    """
+    items = [node] if isinstance(node.value, str) else node.as_list(allow_empty=False)
+    out: list[str] = []
+    for item in items:
+        text = item.as_str()
+        try:
+            parse_grpc_method(text)
+        except InvalidValue as exc:
+            raise item.error(exc.problem, exc.fix) from None
+        out.append(text)
+    return tuple(out)
 
 
 def _headers(node: Node) -> tuple[HeaderMatch, ...]:

@@ -150,7 +150,9 @@ class Dispatch:
         state = self._state()  # one snapshot for the whole exchange, even across a reload
         h = ex.head
         mode = ProxyMode.FORWARD if h.absolute_form else ProxyMode.REVERSE
-        route = state.table.match(RouteRequest(h.host, h.port, h.path, mode, h.headers))
+        # ex.grpc: the HTTP/2 driver saw content-type application/grpc (not grpc-web); gRPC
+        # is HTTP/2 only, so an HTTP/1.1 request never matches a gRPC-only route.
+        route = state.table.match(RouteRequest(h.host, h.port, h.path, mode, h.headers, ex.grpc))
         if route is None:
             await self._adhoc_or_fail(ex, state)
             return

@@ -38,6 +38,7 @@ from kedge.edge.config import (
     StaticEndpoint,
     StaticResolverConfig,
     TimeoutsConfig,
+    UpstreamProtocol,
 )
 from kedge.edge.config_parser import (
     DEMO_SOURCE,
@@ -957,6 +958,52 @@ BAD: list[tuple[str, object, str, str, str]] = [
         "out of range",
         "1 to 65535",
     ),
+    (
+        "h2 backend without tls",
+        _backend(protocol="h2", resolver={"static": {"endpoints": ["127.0.0.1:9000"]}}),
+        "backends[0].protocol",
+        "needs TLS",
+        "protocol: h2c",
+    ),
+    (
+        "h2c backend with tls",
+        _backend(
+            protocol="h2c",
+            tls={"insecure_skip_verify": True},
+            resolver={"static": {"endpoints": ["127.0.0.1:9000"]}},
+        ),
+        "backends[0].protocol",
+        "cleartext",
+        "protocol: h2",
+    ),
+    (
+        "unknown backend protocol",
+        _backend(protocol="http3", resolver={"static": {"endpoints": ["127.0.0.1:9000"]}}),
+        "backends[0].protocol",
+        "",
+        "h2c",
+    ),
+    (
+        "http2 frame size too small",
+        _with(http2={"max_frame_size": 1000}),
+        "http2.max_frame_size",
+        "outside what HTTP/2 allows",
+        "16384 to 16777215",
+    ),
+    (
+        "http2 connection window below the initial",
+        _with(http2={"initial_connection_window": 1000}),
+        "http2.initial_connection_window",
+        "below the protocol's initial",
+        "65535 or more",
+    ),
+    (
+        "http2 flood typo",
+        _with(http2={"floods": {"max_ping": 1}}),
+        "http2.floods.max_ping",
+        "unknown key",
+        "'max_pings'",
+    ),
 ]
 
 
@@ -1032,7 +1079,12 @@ def test_full_example_uses_every_key(tmp_path: Path) -> None:
         key_file=str(certs / "client-key.pem"),
     )
     assert config.routes[0].max_request_body_bytes == 1024**3
-    assert [len(r.match.headers) for r in config.routes] == [1, 2, 0]
+    assert [len(r.match.headers) for r in config.routes] == [1, 2, 0, 0]
+    assert config.routes[2].match.grpc_methods == ("kedge.e2e.Greeter/*", "kedge.e2e.Other/Ping")
+    grpc = config.backend("grpc")
+    assert grpc.protocol is UpstreamProtocol.H2C
+    assert config.http2.floods.max_resets == 200
+    assert config.backend("web").timeouts.max_grpc_timeout == 300.0
     rule = config.adhoc[0]
     assert (rule.allowed_ports, rule.allowed_port_ranges) == ((80, 8080), (PortRange(9000, 9100),))
     assert rule.replace_substitution == ".pod.cluster.local"

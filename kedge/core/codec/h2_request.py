@@ -16,11 +16,12 @@ from functools import lru_cache
 
 from kedge.core.errors import BadRequest, BodyTooLarge, MethodNotAllowed
 from kedge.core.http.authority import parse_authority
+from kedge.core.http.grpc_detect import is_grpc_content_type
 from kedge.core.http.headers import is_valid_request_id
 from kedge.core.http.messages import Headers, RequestHead
 from kedge.core.http.paths import canonical_path, split_target
 
-__all__ = ["ValidH2Request", "is_grpc_fields", "validate_h2_request"]
+__all__ = ["ValidH2Request", "validate_h2_request"]
 
 _METHOD = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,32}")  # RFC 9110 §9.1: a token
 
@@ -44,23 +45,6 @@ def _authority(value: bytes, default_port: int) -> tuple[str, int, bool]:
     return host, port, explicit
 
 
-def _is_grpc(content_type: bytes) -> bool:
-    # gRPC over HTTP/2: "application/grpc" optionally followed by "+proto", "+json" or
-    # parameters; grpc-web is plain HTTP to the edge (as in kEdge).
-    if not content_type.startswith(b"application/grpc"):
-        return False
-    rest = content_type[16:17]
-    return rest in (b"", b"+", b";")
-
-
-def is_grpc_fields(fields: Headers) -> bool:
-    """Whether a (possibly invalid) header block is a gRPC call, to render its error."""
-    for name, value in fields:
-        if name == b"content-type":
-            return _is_grpc(value)
-    return False
-
-
 def validate_h2_request(
     fields: Headers, *, scheme: str, end_stream: bool, max_body: int
 ) -> ValidH2Request:
@@ -76,7 +60,7 @@ def validate_h2_request(
     host: bytes | None = None
     content_length: bytes | None = None
     request_id: bytes | None = None
-    content_type = b""
+    content_type: bytes | None = None
     for name, value in fields:
         if name[:1] == b":":
             if name == b":method":
@@ -100,6 +84,10 @@ def validate_h2_request(
         if name == b"content-length":
             content_length = value
         elif name == b"content-type":
+            if content_type is not None:
+                # RFC 9110 §8.3: a single value. Two would let the edge and a backend
+                # disagree on whether this is a gRPC call.
+                raise BadRequest("more than one content-type field")
             content_type = value
         elif name == b"x-request-id" and request_id is None and is_valid_request_id(value):
             request_id = value
@@ -144,4 +132,5 @@ def validate_h2_request(
         absolute_form=False,
         explicit_port=explicit_port,
     )
-    return ValidH2Request(head, request_id, _is_grpc(content_type))
+    grpc = content_type is not None and is_grpc_content_type(content_type)
+    return ValidH2Request(head, request_id, grpc)

@@ -30,13 +30,14 @@ from hyperframe.frame import GoAwayFrame
 
 from kedge.core.codec.h2_frames import FrameScanner, count_rst_stream
 from kedge.core.codec.h2_guard import FloodGuard, FloodLimits
-from kedge.core.codec.h2_request import is_grpc_fields, validate_h2_request
+from kedge.core.codec.h2_request import validate_h2_request
 from kedge.core.codec.h2_stream import H2Stream
 from kedge.core.codec.hpack_literal import LiteralEncoder
 from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import ClientDisconnected, KedgeError
 from kedge.core.http.body import BodyStream
 from kedge.core.http.exchange import Exchange
+from kedge.core.http.grpc_detect import is_grpc_request
 from kedge.core.http.headers import RequestIdGenerator
 
 __all__ = ["PREFACE", "H2ServerConnection", "H2ServerSettings"]
@@ -291,7 +292,7 @@ class H2ServerConnection(asyncio.Protocol):
             # Never becomes an exchange (nothing to route): answered and logged here, as
             # the HTTP/1.1 driver does for a head it cannot parse.
             request_id = self._request_ids.next()
-            stream.refuse(error, request_id, grpc=is_grpc_fields(fields))
+            stream.refuse(error, request_id, grpc=is_grpc_request(fields))
             if self._on_error is not None:
                 self._on_error(error, self, request_id)
             return

@@ -1,9 +1,10 @@
 """The compiled route table: first match in file order, found without scanning every route.
 
 Semantics are those of a linear scan: the first route, in list order, whose host, port,
-paths, headers and proxy mode all match the request wins. The table is compiled once per
-config (an immutable snapshot; a reload compiles a new one and swaps the reference) so the
-per-request cost does not grow with the number of routes:
+paths, headers, proxy mode and gRPC methods all match the request wins (a route with gRPC
+methods matches only gRPC requests; one without matches gRPC and plain requests alike). The
+table is compiled once per config (an immutable snapshot; a reload compiles a new one and
+swaps the reference) so the per-request cost does not grow with the number of routes:
 
 - exact hosts live in a dict; each entry is the host's *complete* candidate list: its own
   routes, the wildcard routes whose suffix covers it, and (when there are few) the host-less
@@ -17,7 +18,9 @@ per-request cost does not grow with the number of routes:
   by the first path segment, so the scan stays short however many paths a host has.
 
 Candidate lists are usually a handful of routes; only port, path, header and mode checks
-run per candidate, with regexes compiled here rather than at match time.
+run per candidate, with regexes compiled here rather than at match time. A gRPC route's
+method check hides behind its mode check (see `_GrpcGate`), so routes without gRPC methods
+cost nothing more per candidate than before gRPC routing existed.
 """
 
 from __future__ import annotations
@@ -25,15 +28,19 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Sequence
 
+from kedge.core.config_loading import InvalidValue
 from kedge.core.errors import ConfigError
 from kedge.edge.config import ProxyMode, RouteConfig
 from kedge.edge.routing.rules import (
+    GrpcMethodRule,
     HeaderRule,
     HostKind,
     PathRules,
+    compile_grpc_methods,
     compile_header_match,
     compile_host_pattern,
     compile_path_rules,
+    parse_grpc_method,
 )
 
 __all__ = ["RouteRequest", "RouteTable"]
@@ -50,11 +57,12 @@ class RouteRequest:
     `host` comes from `parse_authority` (lower case, no trailing dot, IPv6 unbracketed),
     `path` from `canonical_path`; `mode` is REVERSE (origin-form) or FORWARD (absolute-form),
     never ANY. Header names are lower-case bytes, values raw bytes, in arrival order.
+    `grpc` is True for a gRPC call (HTTP/2 with content-type application/grpc, not grpc-web).
     A plain slots class, not a frozen dataclass: one is built per request, and a frozen
     dataclass's __init__ costs several times more.
     """
 
-    __slots__ = ("headers", "host", "mode", "path", "port")
+    __slots__ = ("grpc", "headers", "host", "mode", "path", "port")
 
     def __init__(
         self,
@@ -63,21 +71,46 @@ class RouteRequest:
         path: str,
         mode: ProxyMode,
         headers: Sequence[tuple[bytes, bytes]] = (),
+        grpc: bool = False,
     ) -> None:
         self.host = host
         self.port = port
         self.path = path
         self.mode = mode
         self.headers = headers
+        self.grpc = grpc
 
     def __repr__(self) -> str:
-        return f"RouteRequest({self.host}:{self.port}{self.path} {self.mode.value})"
+        kind = " grpc" if self.grpc else ""
+        return f"RouteRequest({self.host}:{self.port}{self.path} {self.mode.value}{kind})"
 
 
 def _first_segment(path: str) -> str:
     """First path segment ("/a/b" -> "a", "/" -> ""); every path a rule matches shares it."""
     end = path.find("/", 1)
     return path[1:end] if end > 0 else path[1:]
+
+
+class _GrpcGate:
+    """A gRPC route's request conditions: a gRPC call, the route's proxy mode, its methods.
+
+    It stands in the candidate's `mode` slot, where it is never the request's mode, so the
+    one mode comparison every candidate makes anyway sends gRPC routes here and lets routes
+    without gRPC methods through at no extra cost (see `_first_match`).
+    """
+
+    __slots__ = ("mode", "rule")
+
+    def __init__(self, rule: GrpcMethodRule, mode: ProxyMode | None) -> None:
+        self.rule = rule
+        self.mode = mode  # None: any form
+
+    def admits(self, req: RouteRequest) -> bool:
+        return (
+            req.grpc
+            and (self.mode is None or self.mode is req.mode)
+            and self.rule.matches(req.path)
+        )
 
 
 class _Candidate:
@@ -87,8 +120,8 @@ class _Candidate:
     candidate loop is the hot path and a call costs more than the checks themselves.
     """
 
-    __slots__ = ("any_path", "config", "exact_paths", "headers", "index", "mode", "port",
-                 "prefixes", "segments")  # fmt: skip
+    __slots__ = ("any_path", "config", "exact_paths", "grpc", "headers", "index", "mode",
+                 "port", "prefixes", "segments")  # fmt: skip
 
     def __init__(
         self,
@@ -98,20 +131,28 @@ class _Candidate:
         mode: ProxyMode | None,
         paths: PathRules | None,
         headers: tuple[HeaderRule, ...],
+        grpc: GrpcMethodRule | None = None,
     ) -> None:
         self.index = index
         self.config = config
         self.port = port
-        self.mode = mode  # None: any form
+        self.grpc = _GrpcGate(grpc, mode) if grpc is not None else None
+        # None: any form; a gRPC route's gate, which checks its mode itself.
+        self.mode: ProxyMode | _GrpcGate | None = mode if self.grpc is None else self.grpc
         self.any_path = paths is None or paths.match_all
         self.exact_paths = paths.exact if paths is not None else frozenset()
         self.prefixes = paths.prefixes if paths is not None else ()
         self.headers = headers
         # First segments of the paths this route can match; None: any path. Prefix bases are
         # in `exact_paths`, and "/p/*" only matches paths whose first segment is that of "/p".
-        self.segments: frozenset[str] | None = (
-            None if self.any_path else frozenset(map(_first_segment, self.exact_paths))
-        )
+        segments = None if self.any_path else frozenset(map(_first_segment, self.exact_paths))
+        # A gRPC call's first segment is its service. Method globs are ANDed with path rules,
+        # so the route can only match segments both allow. "pkg.*" (services is None) is a
+        # prefix inside the segment, not a segment: it must not narrow the index.
+        services = grpc.services if grpc is not None else None
+        if services is not None:
+            segments = services if segments is None else segments & services
+        self.segments: frozenset[str] | None = segments
 
 
 def _index(candidate: _Candidate) -> int:
@@ -286,7 +327,12 @@ def _first_match(
         if c.port is not None and c.port != port:
             continue
         if c.mode is not None and c.mode is not mode:
-            continue
+            # Routes without gRPC methods stop here as they always did; a gRPC route's mode
+            # is its _GrpcGate (never `mode`), so only gRPC routes pay for the method check,
+            # and plain requests skip them without a call.
+            gate = c.grpc
+            if gate is None or not (req.grpc and gate.admits(req)):
+                continue
         if not (c.any_path or path in c.exact_paths or path.startswith(c.prefixes)):
             continue
         if c.headers and not all(rule.matches(req.headers) for rule in c.headers):
@@ -308,5 +354,11 @@ def _compile_route(index: int, route: RouteConfig, source: str) -> _Candidate:
             headers.append(compile_header_match(header))
         except ValueError as exc:
             raise ConfigError(source, f"{key}.headers[{j}]", str(exc)) from None
+    for j, method in enumerate(match.grpc_methods):
+        try:
+            parse_grpc_method(method)
+        except InvalidValue as exc:
+            raise ConfigError(source, f"{key}.grpc_methods[{j}]", exc.problem, exc.fix) from None
+    grpc = compile_grpc_methods(match.grpc_methods)
     mode = None if match.proxy_mode is ProxyMode.ANY else match.proxy_mode
-    return _Candidate(index, route, match.port, mode, paths, tuple(headers))
+    return _Candidate(index, route, match.port, mode, paths, tuple(headers), grpc)
