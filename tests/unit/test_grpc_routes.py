@@ -439,7 +439,7 @@ def _as_routes(matches: list[RouteMatch]) -> list[RouteConfig]:
     return [RouteConfig(name=f"r{i}", backend="b", match=m) for i, m in enumerate(matches)]
 
 
-@settings(max_examples=300)
+@settings(max_examples=100)
 @given(st.lists(_matches, max_size=24), st.lists(_calls, min_size=1, max_size=10))
 def test_table_with_grpc_routes_equals_brute_force(
     matches: list[RouteMatch], requests: list[RouteRequest]
@@ -450,7 +450,7 @@ def test_table_with_grpc_routes_equals_brute_force(
         assert table.match(r) is brute_force(routes, r)
 
 
-@settings(max_examples=200)
+@settings(max_examples=60)
 @given(
     st.lists(_matches, min_size=9, max_size=30),
     st.lists(_calls, min_size=1, max_size=10),
