@@ -128,3 +128,34 @@ async def test_drain_sends_goaway_and_finishes_open_streams() -> None:
             await client.wait_closed()
         finally:
             await client.aclose()
+
+
+async def test_a_client_that_stops_reading_stops_the_backend() -> None:
+    """Backpressure end to end: the client grants no window, so the edge stops reading
+    the backend, whose writes then block; nothing near the body's size is buffered."""
+    total = 64 * 1024 * 1024
+    written = 0
+    chunk = b"z" * 65536
+
+    async def script(conn: BackendConn) -> None:
+        nonlocal written
+        await conn.read_request()
+        conn.writer.write(http_response(200, b"", [("Content-Length", str(total))]))
+        while written < total:
+            conn.writer.write(chunk)
+            written += len(chunk)
+            await conn.writer.drain()
+
+    async with scripted_backend(script) as be, running_edge(edge_yaml(be.address)) as edge:
+        client = await H2TestClient.connect(edge.port())
+        client.acknowledge = False  # never send WINDOW_UPDATE: the edge may send 64 KiB
+        try:
+            sid = client.request(HEAD)
+            await asyncio.sleep(1.5)
+            assert client.streams[sid].status == 200
+            assert len(client.streams[sid].body) <= 65535
+            # Socket buffers on both hops plus the edge's body high-water mark (256 KiB):
+            # a few MiB at most, never the 64 MiB body.
+            assert written < 16 * 1024 * 1024, written
+        finally:
+            await client.aclose()

@@ -52,6 +52,7 @@ class H2TestClient:
         self.streams: dict[int, StreamResult] = {}
         self.goaway: h2.events.ConnectionTerminated | None = None
         self.closed = False
+        self.acknowledge = True  # False: grant no flow-control window (a stalled reader)
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -144,7 +145,8 @@ class H2TestClient:
                     result.headers.append((name, value))
         elif isinstance(event, h2.events.DataReceived) and result is not None:
             result.body += event.data
-            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            if self.acknowledge:
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, h2.events.TrailersReceived) and result is not None:
             result.trailers = list(event.headers)
         elif isinstance(event, h2.events.StreamEnded) and result is not None:
