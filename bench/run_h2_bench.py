@@ -68,13 +68,21 @@ def _nginx(name: str, text: str, prefix: Path, cpu: int, port: int) -> ManagedPr
     return proc
 
 
+def _h2_listener(conf: str) -> str:
+    """Serve HTTP/2 (h2c) on the template's listener. nginx closes an HTTP/2 connection
+    after `keepalive_requests` (1000) requests and h2load does not reconnect, so that limit
+    is lifted here: kedge has no such per-connection cap on HTTP/2."""
+    conf = conf.replace("backlog=4096;", "backlog=4096 http2;")
+    return conf.replace("http {", "http {\n    keepalive_requests 100000000;", 1)
+
+
 def start_backend(workdir: Path, *, http2: bool) -> Target:
     port = free_port()
     prefix = workdir / ("backend-h2" if http2 else "backend")
     template = (template_dir() / "nginx_backend.conf.tmpl").read_text()
     text = nginx_backend_conf(template, prefix=str(prefix), port=port, is_root=os.geteuid() == 0)
     if http2:
-        text = text.replace("backlog=4096;", "backlog=4096 http2;")
+        text = _h2_listener(text)
     cpu = PROXY_CPU if http2 else LOAD_CPU  # the h2 backend is itself the "direct" target
     proc = _nginx(prefix.name, text, prefix, cpu, port)
     return Target(name="direct", port=port, process=proc, cpu_of="proxy")
@@ -92,7 +100,7 @@ def start_nginx_h2_proxy(workdir: Path, backend_port: int) -> Target:
         access_log=str(prefix / "access.log"),
         is_root=os.geteuid() == 0,
     )
-    text = text.replace("backlog=4096;", "backlog=4096 http2;")
+    text = _h2_listener(text)
     proc = _nginx("nginx", text, prefix, PROXY_CPU, port)
     return Target(name="nginx", port=port, process=proc, cpu_of="proxy")
 
@@ -144,6 +152,7 @@ error_log {prefix}/error.log warn;
 {"user root;" if os.geteuid() == 0 else ""}
 events {{ worker_connections 8192; }}
 http {{
+    keepalive_requests 100000000;
     access_log {prefix}/access.log combined buffer=64k;
     client_body_temp_path {prefix}/client_body_temp;
     upstream grpc_bench {{ server 127.0.0.1:{backend_port}; keepalive 64; }}
