@@ -29,7 +29,7 @@ from hyperframe.frame import (
 
 from tests.support.backend import RecordingBackend, recording_backend
 from tests.support.edge import RunningEdge, running_edge
-from tests.support.h2_client import H2TestClient, get_headers
+from tests.support.h2_client import H2TestClient, StreamResult, get_headers
 from tests.support.ops_client import admin_get, metric_value
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -273,3 +273,28 @@ async def test_bystander_latency_under_ping_flood(
         a.close()
         assert await _bystander_ok(edge) < 1.0
     assert await _closed_count(edge, "ping-flood") == 10
+
+
+async def test_streams_beyond_the_per_read_budget_are_refused() -> None:
+    async with (
+        recording_backend() as be,
+        running_edge(
+            edge_yaml(be.address).replace(
+                "    max_resets: 50", "    max_resets: 50\n    max_new_streams_per_read: 5"
+            )
+        ) as edge,
+    ):
+        client = await H2TestClient.connect(edge.port())
+        try:
+            await asyncio.sleep(0.1)  # SETTINGS exchanged, so the ten HEADERS go out together
+            sids = [client.conn.get_next_available_stream_id() + 2 * i for i in range(10)]
+            for sid in sids:
+                client.streams[sid] = StreamResult()
+                client.conn.send_headers(sid, get_headers(b"edge.test", b"/burst"), end_stream=True)
+            client.flush()
+            results = [await client.wait(sid) for sid in sids]
+            assert [r.status for r in results[:5]] == [200] * 5
+            assert [r.reset_code for r in results[5:]] == [7] * 5  # REFUSED_STREAM
+            assert len(be.requests) == 5
+        finally:
+            await client.aclose()
