@@ -25,6 +25,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from kedge.core.codec.h2_io import H2Output, StreamFlow
 from kedge.core.codec.hpack_literal import LiteralEncoder
 from kedge.core.errors import (
     KedgeError,
@@ -49,43 +50,29 @@ class StreamRefused(UpstreamReset):
     kind = "upstream-reset"
 
 
-class UpstreamStream:
+class UpstreamStream(StreamFlow):
     """One request/response on an H2ClientConnection."""
 
-    __slots__ = ("_sender", "body", "conn", "head", "interim", "paused", "sid", "unacked")
+    __slots__ = ("body", "head", "interim")
 
     def __init__(self, conn: H2ClientConnection, sid: int) -> None:
-        self.conn = conn
-        self.sid = sid
+        super().__init__(conn, sid)
         self.head: asyncio.Future[ResponseHead] = asyncio.get_running_loop().create_future()
-        self.body = BodyStream(self._pause, self._resume)
+        self.body = BodyStream(self.pause_body, self.resume_body)
         self.interim: Callable[[ResponseHead], None] | None = None
-        self.paused = False
-        self.unacked = 0
-        self._sender: asyncio.Future[None] | None = None
 
     # -- sending ------------------------------------------------------------------------
     async def send_data(self, data: bytes) -> None:
-        conn = self.conn
-        view = memoryview(data)
-        while view:
-            self._check_open()
-            try:
-                window = conn.h2.local_flow_control_window(self.sid)
-            except h2.exceptions.StreamClosedError:
-                raise UpstreamReset("endpoint closed the stream") from None
-            if window <= 0:
-                self._sender = asyncio.get_running_loop().create_future()
-                await self._sender
-                continue
-            size = min(window, conn.h2.max_outbound_frame_size, len(view))
-            conn.h2.send_data(self.sid, view[:size].tobytes())
-            view = view[size:]
-            conn.flush_soon()
-            await conn.drain()
+        await self.send_within_window(data, self._gone)
+
+    def _gone(self) -> KedgeError:
+        if self.head.done() and self.head.exception() is not None:
+            return cast(KedgeError, self.head.exception())
+        return UpstreamReset("endpoint closed the stream")
 
     def end(self, trailers: Headers | None = None) -> None:
-        self._check_open()
+        if self.conn.closed:
+            raise self._gone()
         try:
             if trailers:
                 self.conn.h2.send_headers(self.sid, trailers, end_stream=True)
@@ -97,7 +84,7 @@ class UpstreamStream:
 
     def cancel(self) -> None:
         """Reset the stream (the client cancelled, or the edge gave up on it)."""
-        conn = self.conn
+        conn = cast(H2ClientConnection, self.conn)
         if conn.streams.pop(self.sid, None) is None or conn.closed:
             return
         try:
@@ -106,33 +93,6 @@ class UpstreamStream:
             return
         conn.flush_soon()
         conn.stream_finished()
-
-    def _check_open(self) -> None:
-        if self.conn.closed:
-            raise UpstreamReset("endpoint closed the connection")
-        if self.head.done() and self.head.exception() is not None:
-            raise cast(KedgeError, self.head.exception())
-
-    def wake_sender(self) -> None:
-        waiter = self._sender
-        if waiter is not None:
-            self._sender = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    # -- flow control for the response body -----------------------------------------------
-    def _pause(self) -> None:
-        self.paused = True
-
-    def _resume(self) -> None:
-        self.paused = False
-        if self.unacked and not self.conn.closed:
-            unacked, self.unacked = self.unacked, 0
-            try:
-                self.conn.h2.acknowledge_received_data(unacked, self.sid)
-            except h2.exceptions.ProtocolError:
-                return
-            self.conn.flush_soon()
 
     # -- events ---------------------------------------------------------------------------
     def fail(self, error: KedgeError) -> None:
@@ -143,7 +103,7 @@ class UpstreamStream:
         self.wake_sender()
 
 
-class H2ClientConnection(asyncio.Protocol):
+class H2ClientConnection(H2Output, asyncio.Protocol):
     def __init__(
         self,
         key: str,
@@ -174,11 +134,8 @@ class H2ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop
         self._on_lost = on_lost
-        self.closed = False
-        self._flush_pending = False
+        self._init_output()
         self.goaway = False
-        self._write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
         self.idle_since = 0.0
         self.deadline = 0.0
 
@@ -200,25 +157,6 @@ class H2ClientConnection(asyncio.Protocol):
         if self._on_lost is not None:
             self._on_lost(self)
 
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._wake_writers()
-
-    def _wake_writers(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for w in waiters:
-            if not w.done():
-                w.set_result(None)
-
-    async def drain(self) -> None:
-        if self._write_paused and not self.closed:
-            waiter = self._loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
-
     def data_received(self, data: bytes) -> None:
         try:
             events = self.h2.receive_data(data)
@@ -237,10 +175,7 @@ class H2ClientConnection(asyncio.Protocol):
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 return
             stream.body.feed(event.data)
-            if stream.paused:
-                stream.unacked += event.flow_controlled_length
-            else:
-                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            stream.received(event.flow_controlled_length)
             if event.stream_ended is not None:
                 self._end_stream(event.stream_id, None)
         elif isinstance(event, h2.events.ResponseReceived):
@@ -323,18 +258,6 @@ class H2ClientConnection(asyncio.Protocol):
         self.h2.send_headers(sid, fields, end_stream=end_stream)
         self.flush_soon()
         return stream
-
-    def flush(self) -> None:
-        self._flush_pending = False
-        data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def flush_soon(self) -> None:
-        """One write per loop iteration for everything queued meanwhile (see server_h2)."""
-        if not self._flush_pending:
-            self._flush_pending = True
-            self._loop.call_soon(self.flush)
 
     def close(self) -> None:
         """Graceful: GOAWAY, then close the socket."""

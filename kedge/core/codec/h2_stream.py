@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import h2.errors
 import h2.exceptions
 
+from kedge.core.codec.h2_io import StreamFlow
 from kedge.core.errors import BodyTooLarge, ClientDisconnected, KedgeError
 from kedge.core.http.body import BodyStream
 from kedge.core.http.error_response import (
@@ -37,26 +38,27 @@ _CONNECTION_SPECIFIC = frozenset(
 )
 
 
+def _client_gone() -> KedgeError:
+    return ClientDisconnected("client reset the stream or closed the connection")
+
+
 def _status_fields(status: int, headers: Headers) -> Headers:
     fields: Headers = [(b":status", b"%d" % status)]
     fields += [item for item in headers if item[0] not in _CONNECTION_SPECIFIC]
     return fields
 
 
-class H2Stream:
+class H2Stream(StreamFlow):
     """Implements kedge.core.http.exchange.ResponseChannel for one stream."""
 
-    __slots__ = ("_sender", "body", "conn", "ex", "paused", "sid", "task", "unacked")
+    __slots__ = ("body", "ex", "server", "task")
 
     def __init__(self, conn: H2ServerConnection, sid: int) -> None:
-        self.conn = conn
-        self.sid = sid
+        super().__init__(conn, sid)
+        self.server = conn  # the same object as `conn`, with its server-side type
         self.ex: Exchange | None = None
         self.body: BodyStream | None = None
         self.task: asyncio.Task[None] | None = None
-        self.paused = False  # body over its high-water mark: stop granting window
-        self.unacked = 0  # flow-controlled bytes received but not yet acknowledged
-        self._sender: asyncio.Future[None] | None = None  # waiting for window
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, ex: Exchange, body: BodyStream | None, work: Awaitable[None]) -> None:
@@ -82,7 +84,7 @@ class H2Stream:
             # Answered before the whole request arrived: stop the client sending the rest
             # (RFC 9113 §8.1: RST_STREAM with NO_ERROR after a complete response).
             self._reset(h2.errors.ErrorCodes.NO_ERROR)
-        conn.stream_done(self)
+        self.server.stream_done(self)
 
     def _reset(self, code: int) -> None:
         try:
@@ -98,13 +100,10 @@ class H2Stream:
             self.conn.h2.acknowledge_received_data(flow_length, self.sid)
             return
         body.feed(data)
-        limit = self.conn.settings.max_request_body_bytes
+        limit = self.server.settings.max_request_body_bytes
         if limit and body.total > limit:
             body.feed_error(BodyTooLarge(f"request body larger than {limit} bytes"))
-        if self.paused:
-            self.unacked += flow_length
-        else:
-            self.conn.h2.acknowledge_received_data(flow_length, self.sid)
+        self.received(flow_length)
 
     def on_end(self, trailers: Headers | None) -> None:
         body = self.body
@@ -120,26 +119,6 @@ class H2Stream:
         if task is not None and self.ex is not None and not self.ex.finished:
             # Cancelling the pipeline makes the forwarder cancel the upstream request.
             task.cancel()
-
-    def pause_body(self) -> None:
-        self.paused = True
-
-    def resume_body(self) -> None:
-        self.paused = False
-        if self.unacked and not self.conn.closed:
-            unacked, self.unacked = self.unacked, 0
-            try:
-                self.conn.h2.acknowledge_received_data(unacked, self.sid)
-            except h2.exceptions.ProtocolError:
-                return  # the stream closed meanwhile
-            self.conn.flush_soon()
-
-    def wake_sender(self) -> None:
-        waiter = self._sender
-        if waiter is not None:
-            self._sender = None
-            if not waiter.done():
-                waiter.set_result(None)
 
     # -- ResponseChannel -----------------------------------------------------------------
     def send_head(
@@ -161,28 +140,7 @@ class H2Stream:
         conn.flush_soon()
 
     async def send_body(self, ex: Exchange, data: bytes) -> None:
-        conn = self.conn
-        view = memoryview(data)
-        while view:
-            if conn.closed:
-                raise ClientDisconnected("client closed the connection")
-            try:
-                window = conn.h2.local_flow_control_window(self.sid)
-            except h2.exceptions.StreamClosedError:
-                raise ClientDisconnected("client reset the stream") from None
-            if window <= 0:
-                self._sender = asyncio.get_running_loop().create_future()
-                await self._sender
-                continue
-            size = min(window, conn.h2.max_outbound_frame_size, len(view))
-            try:
-                conn.h2.send_data(self.sid, view[:size].tobytes())
-            except h2.exceptions.StreamClosedError:
-                raise ClientDisconnected("client reset the stream") from None
-            conn.note_data_sent(size)
-            view = view[size:]
-            conn.flush_soon()
-            await conn.drain()
+        await self.send_within_window(data, _client_gone)
 
     async def send_last(self, ex: Exchange, data: bytes, trailers: Headers | None) -> None:
         conn = self.conn
@@ -193,7 +151,7 @@ class H2Stream:
                 )
                 if fits:
                     conn.h2.send_data(self.sid, data, end_stream=True)
-                    conn.note_data_sent(len(data))
+                    conn.data_sent += len(data)
                     conn.flush_soon()
                     return
             except h2.exceptions.StreamClosedError:
@@ -245,7 +203,7 @@ class H2Stream:
         else:
             head, body = error_response(error, request_id)
             self._send_quietly(_status_fields(head.status, head.headers), body)
-        self.conn.stream_done(self)
+        self.server.stream_done(self)
 
     def _send_quietly(self, fields: Headers, body: bytes) -> None:
         """An edge-made answer: small, so sent at once (the initial window holds it)."""

@@ -30,6 +30,7 @@ from hyperframe.frame import GoAwayFrame
 
 from kedge.core.codec.h2_frames import FrameScanner, count_rst_stream
 from kedge.core.codec.h2_guard import FloodGuard, FloodLimits
+from kedge.core.codec.h2_io import H2Output
 from kedge.core.codec.h2_request import validate_h2_request
 from kedge.core.codec.h2_stream import H2Stream
 from kedge.core.codec.hpack_literal import LiteralEncoder
@@ -64,7 +65,7 @@ class H2ServerSettings:
     floods: FloodLimits = field(default_factory=FloodLimits)
 
 
-class H2ServerConnection(asyncio.Protocol):
+class H2ServerConnection(H2Output, asyncio.Protocol):
     """One client connection speaking HTTP/2 (after ALPN `h2` or the h2c preface)."""
 
     def __init__(
@@ -104,17 +105,13 @@ class H2ServerConnection(asyncio.Protocol):
         self.streams: dict[int, H2Stream] = {}
         self._scanner = FrameScanner(skip_preface=True)
         self._guard = FloodGuard(settings.floods)
-        self._data_sent = 0  # DATA bytes sent since the guard last looked
         self.deadline = 0.0
         self._header_deadline = 0.0
         self._settings_deadline = 0.0
         self._idle_deadline = 0.0
         self._goaway_sent = False
         self._last_stream_id = _MAX_STREAM_ID  # streams above this are refused (after GOAWAY)
-        self._closed = False
-        self._flush_pending = False
-        self._write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._init_output()
 
     # -- asyncio.Protocol ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -155,13 +152,13 @@ class H2ServerConnection(asyncio.Protocol):
             self.data_received(data)
 
     def reject(self) -> None:
-        self._closed = True
+        self.closed = True
         self._sweeper.discard(self)
         if self.transport is not None:
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
+        self.closed = True
         self._sweeper.discard(self)
         for stream in list(self.streams.values()):
             stream.on_reset(ClientDisconnected("client closed the connection"))
@@ -170,28 +167,8 @@ class H2ServerConnection(asyncio.Protocol):
         if self._on_close is not None:
             self._on_close(self)
 
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._wake_writers()
-
-    def _wake_writers(self) -> None:
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for w in waiters:
-            if not w.done():
-                w.set_result(None)
-
-    async def drain(self) -> None:
-        """Wait while the transport's write buffer is over its high-water mark."""
-        if self._write_paused and not self._closed:
-            waiter = self._loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
-
     def data_received(self, data: bytes) -> None:
-        if self._closed:
+        if self.closed:
             return
         counts = self._scanner.feed(data)
         if self._flush_pending:
@@ -212,9 +189,9 @@ class H2ServerConnection(asyncio.Protocol):
             counts,
             time.monotonic(),
             server_resets=count_rst_stream(out) if out else 0,
-            data_sent=self._data_sent,
+            data_sent=self.data_sent,
         )
-        self._data_sent = 0
+        self.data_sent = 0
         if out and self.transport is not None:
             self.transport.write(out)
         if verdict is not None:
@@ -320,34 +297,13 @@ class H2ServerConnection(asyncio.Protocol):
             self._idle_deadline = time.monotonic() + self.settings.idle_timeout
             self._update_deadline()
 
-    def note_data_sent(self, size: int) -> None:
-        self._data_sent += size
-
-    # -- output ------------------------------------------------------------------------
-    def flush(self) -> None:
-        self._flush_pending = False
-        data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def flush_soon(self) -> None:
-        """Write what h2 queued at the end of this loop iteration: a small response's
-        HEADERS, DATA and END_STREAM (and other streams' frames) leave in one write."""
-        if not self._flush_pending:
-            self._flush_pending = True
-            self._loop.call_soon(self.flush)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     # -- shutdown and abuse ------------------------------------------------------------
     def begin_drain(self) -> None:
         """Graceful GOAWAY: streams already opened finish; later ones are refused.
 
         h2 moves to a closed state on `close_connection()` and would then refuse to send on
         open streams, so the GOAWAY frame is written directly (RFC 9113 §6.8)."""
-        if self._goaway_sent or self._closed:
+        if self._goaway_sent or self.closed:
             return
         self._goaway_sent = True
         self._last_stream_id = self.h2.highest_inbound_stream_id
@@ -402,9 +358,9 @@ class H2ServerConnection(asyncio.Protocol):
             self._update_deadline()
 
     def _close(self) -> None:
-        if not self._closed:
+        if not self.closed:
             self.flush()  # frames queued for the next iteration go first
-        self._closed = True
+        self.closed = True
         self._sweeper.discard(self)
         t = self.transport
         if t is not None and not t.is_closing():
