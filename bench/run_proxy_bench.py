@@ -1,7 +1,11 @@
 """Proxy benchmark: kedge vs the bare backend vs nginx (and HAProxy) on one machine, one run.
 
 Usage: python bench/run_proxy_bench.py [--duration 10] [--reps 3] [--connections 64] [--quick]
-       [--with-haproxy] [--json FILE] [--idle-connections 1000] [--keep-temp] [--kedge-cmd CMD]
+       [--with-haproxy] [--auth] [--json FILE] [--idle-connections 1000] [--keep-temp]
+       [--kedge-cmd CMD]
+--auth adds `kedge-auth`: the same edge with an OIDC issuer, the hit route requiring a
+permission, and wrk sending a valid RS256 bearer token (verified once, then from the cache),
+plus the in-process cost of token verification (bench/bench_auth.py).
 The method (CPU pinning, what CPU/request means, fairness) is in bench/README.md.
 """
 
@@ -25,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from lib.auth import JwksServer, auth_section, mint_token, rsa_signing_key
 from lib.idle import IdleResult, measure_idle_memory, raise_nofile_limit
 from lib.procs import (
     ManagedProcess,
@@ -73,6 +78,7 @@ class Bench:
     runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     samples: dict[str, list[RunSample]] = field(default_factory=dict)
     idle: dict[str, IdleResult] = field(default_factory=dict)
+    jwks: JwksServer | None = None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -82,6 +88,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=64, help="wrk connections (-c)")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 rep of 3 s")
     p.add_argument("--with-haproxy", action="store_true", help="install and bench HAProxy too")
+    p.add_argument(
+        "--auth", action="store_true", help="also bench kedge with a bearer token on the route"
+    )
     p.add_argument("--json", type=Path, help="write every result to this JSON file")
     p.add_argument("--idle-connections", type=int, default=1000, help="N for the idle-memory test")
     p.add_argument("--keep-temp", action="store_true", help="keep configs and logs for reading")
@@ -99,7 +108,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def check_target(target: Target) -> None:
     """One request by hand: the target must answer 200 with the backend's exact body."""
-    status, body = http_get(f"http://127.0.0.1:{target.port}/", host=HIT_HOST, timeout_s=5.0)
+    headers = dict(h.split(": ", 1) for h in target.headers)
+    status, body = http_get(
+        f"http://127.0.0.1:{target.port}/", host=HIT_HOST, timeout_s=5.0, headers=headers
+    )
     if status != 200 or body != BODY.encode():
         raise RuntimeError(f"{target.name}: expected 200 + the bench body, got {status} {body!r}")
 
@@ -117,13 +129,28 @@ def start_targets(bench: Bench) -> Target:
         bench.started.append(haproxy.process)
         bench.targets.append(haproxy)
     program = shlex.split(bench.args.kedge_cmd) if bench.args.kedge_cmd else None
-    try:
-        kedge = start_kedge(bench.workdir, backend.port, REPO_ROOT, program)
-        bench.started.append(kedge.process)
-        bench.targets.append(kedge)
-    except RuntimeError as exc:
-        bench.skipped["kedge"] = str(exc)
-        print(f"\nSKIPPING kedge: `python -m kedge serve` did not get ready:\n{exc}\n", flush=True)
+    kedges: list[dict[str, Any]] = [{"name": "kedge"}]
+    if bench.args.auth:
+        key = rsa_signing_key()
+        jwks = JwksServer(key)
+        bench.jwks = jwks
+        token = mint_token(key, jwks.issuer)
+        kedges.append(
+            {
+                "name": "kedge-auth",
+                "auth": auth_section(jwks.issuer),
+                "headers": (f"Proxy-Authorization: Bearer {token}",),
+            }
+        )
+    for spec in kedges:
+        name = spec["name"]
+        try:
+            kedge = start_kedge(bench.workdir, backend.port, REPO_ROOT, program, **spec)
+            bench.started.append(kedge.process)
+            bench.targets.append(kedge)
+        except RuntimeError as exc:
+            bench.skipped[name] = str(exc)
+            print(f"\nSKIPPING {name}: `kedge serve` did not get ready:\n{exc}\n", flush=True)
     for target in list(bench.targets):
         try:
             check_target(target)
@@ -165,6 +192,7 @@ def measured_run(bench: Bench, target: Target, backend: Target, rep: int) -> Non
         connections=args.connections,
         threads=1,
         cpu=LOAD_CPU,
+        headers=target.headers,
     )
     started = time.monotonic()
     try:
@@ -321,6 +349,8 @@ def run(bench: Bench) -> int:
         )
 
     _route_table_cost(args.quick)
+    if args.auth:
+        _token_cost(args.quick)
 
     errors = sum(s.errors for s in summaries) + sum(r.failed for r in bench.idle.values())
     if errors:
@@ -336,6 +366,15 @@ def _route_table_cost(quick: bool) -> None:
     print("\nroute-table lookup cost (python bench/bench_route_table.py)")
     cmd = [sys.executable, script] + (["--lookups", "20000"] if quick else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+    print(proc.stdout.rstrip() or proc.stderr.rstrip())
+
+
+def _token_cost(quick: bool) -> None:
+    """In-process cost of the auth layer's token check (bench/bench_auth.py)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_auth.py")
+    print("\ntoken verification cost (python bench/bench_auth.py)")
+    cmd = [sys.executable, script] + (["--quick"] if quick else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     print(proc.stdout.rstrip() or proc.stderr.rstrip())
 
 
@@ -364,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for proc in reversed(bench.started):
             proc.stop()
+        if bench.jwks is not None:
+            bench.jwks.stop()
         if args.keep_temp:
             print(f"kept {bench.workdir}")
         else:

@@ -20,5 +20,12 @@ issue edge "edge.example.test" "subjectAltName=DNS:localhost,DNS:*.example.test,
 extendedKeyUsage=serverAuth"
 issue client "kedge-edge" "subjectAltName=DNS:kedge-edge
 extendedKeyUsage=clientAuth"
+# An empty CRL of the CA, for the mTLS example (client_certs.crl_files).
+: > index.txt
+echo 1000 > crlnumber
+printf '[ca]\ndefault_ca=d\n[d]\ndatabase=index.txt\ncrlnumber=crlnumber\ndefault_md=sha256\ndefault_crl_days=%s\n' \
+  "$days" > crl.cnf
+openssl ca -config crl.cnf -gencrl -keyfile backend-ca-key.pem -cert backend-ca.pem -out crl.pem 2>/dev/null
+rm -f crl.cnf index.txt* crlnumber*
 chmod 600 ./*-key.pem
 echo "wrote example certificates to $(pwd)"

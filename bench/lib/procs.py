@@ -140,9 +140,18 @@ def wait_port_open(port: int, *, timeout_s: float, proc: ManagedProcess) -> None
     raise RuntimeError(f"{proc.name} did not open 127.0.0.1:{port} within {timeout_s:.0f} s")
 
 
-def http_get(url: str, *, host: str | None = None, timeout_s: float = 2.0) -> tuple[int, bytes]:
+def http_get(
+    url: str,
+    *,
+    host: str | None = None,
+    timeout_s: float = 2.0,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
     """One GET (optionally with a Host header); non-2xx statuses are returned, not raised."""
-    req = urllib.request.Request(url, headers={"Host": host} if host else {})
+    fields = dict(headers or {})
+    if host:
+        fields["Host"] = host
+    req = urllib.request.Request(url, headers=fields)
     # No ProxyHandler settings: an http_proxy in the environment must not catch 127.0.0.1.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:

@@ -6,6 +6,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .procs import ManagedProcess, free_port, start_process, wait_http_ok, wait_port_open
 from .render import (
@@ -42,6 +43,7 @@ class Target:
     process: ManagedProcess
     cpu_of: str  # "proxy", or "backend" for the direct run
     access_log: Path | None = None
+    headers: tuple[str, ...] = ()  # extra request headers wrk sends (e.g. a bearer token)
 
 
 def _is_root() -> bool:
@@ -118,18 +120,29 @@ def start_haproxy(workdir: Path, backend_port: int) -> Target:
 
 
 def start_kedge(
-    workdir: Path, backend_port: int, repo_root: Path, program: list[str] | None = None
+    workdir: Path,
+    backend_port: int,
+    repo_root: Path,
+    program: list[str] | None = None,
+    *,
+    name: str = "kedge",
+    auth: dict[str, Any] | None = None,
+    headers: tuple[str, ...] = (),
 ) -> Target:
     """`python -m kedge serve` on PROXY_CPU; RuntimeError with its output if it is never ready.
 
-    `program` replaces `python -m kedge` (the harness appends `serve --config ...`).
+    `program` replaces `python -m kedge` (the harness appends `serve --config ...`). With
+    `auth` (an `auth:` section) the bench route requires the bench permission, and wrk
+    sends `headers` (the token).
     """
     port, admin_port = free_port(), free_port()
-    prefix = workdir / "kedge"
+    prefix = workdir / name
     prefix.mkdir(parents=True, exist_ok=True)
     config = prefix / "kedge.yaml"
     config.write_text(
-        kedge_config_yaml(listen_port=port, admin_port=admin_port, backend_port=backend_port)
+        kedge_config_yaml(
+            listen_port=port, admin_port=admin_port, backend_port=backend_port, auth=auth
+        )
     )
     access_log = prefix / "access.log"
     program = program or [sys.executable, "-m", "kedge"]
@@ -137,7 +150,7 @@ def start_kedge(
     cmd += ["--config", str(config), "--access-log", str(access_log)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo_root), env.get("PYTHONPATH")) if p)
-    proc = start_process("kedge", cmd, log_path=prefix / "stdout.log", cwd=repo_root, env=env)
+    proc = start_process(name, cmd, log_path=prefix / "stdout.log", cwd=repo_root, env=env)
     try:
         wait_http_ok(
             f"http://127.0.0.1:{admin_port}/readyz", timeout_s=_KEDGE_READY_TIMEOUT_S, proc=proc
@@ -150,4 +163,11 @@ def start_kedge(
     except BaseException:
         proc.stop()
         raise
-    return Target(name="kedge", port=port, process=proc, cpu_of="proxy", access_log=access_log)
+    return Target(
+        name=name,
+        port=port,
+        process=proc,
+        cpu_of="proxy",
+        access_log=access_log,
+        headers=headers,
+    )

@@ -90,9 +90,17 @@ def parse_wrk_output(text: str) -> WrkResult:
 
 
 def wrk_command(
-    *, port: int, host: str, duration_s: float, connections: int, threads: int, cpu: int
+    *,
+    port: int,
+    host: str,
+    duration_s: float,
+    connections: int,
+    threads: int,
+    cpu: int,
+    headers: tuple[str, ...] = (),
 ) -> list[str]:
     """wrk pinned to `cpu`, keep-alive, with the latency distribution."""
+    extra = [arg for h in headers for arg in ("-H", h)]
     return [
         "taskset",
         "-c",
@@ -104,6 +112,7 @@ def wrk_command(
         "--latency",
         "-H",
         f"Host: {host}",
+        *extra,
         f"http://127.0.0.1:{port}/",
     ]
 

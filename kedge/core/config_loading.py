@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import ipaddress
 import math
+import os
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ __all__ = [
     "claim_name",
     "closest",
     "dataclass_keys",
+    "existing_file",
     "is_dns_name",
     "load_yaml",
     "node_list",
@@ -498,3 +500,16 @@ def claim_name(seen: dict[str, str], name: str, node: Node, what: str) -> None:
             f"duplicate {what} name {name!r} (also {seen[name]})", f"give each {what} a unique name"
         )
     seen[name] = node.path
+
+
+def existing_file(node: Node, base_dir: str | None) -> str:
+    """The path in `node`, anchored at `base_dir` when relative; it must be a file."""
+    path = os.path.expanduser(node.as_str())
+    if base_dir is not None and not os.path.isabs(path):
+        path = os.path.join(base_dir, path)
+    if not os.path.isfile(path):
+        where = f" (relative paths are read from {base_dir})" if base_dir else ""
+        raise node.error(
+            f"file {path!r} does not exist{where}", "give the path of an existing file"
+        )
+    return path

@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "AuthUnavailable",
     "BadGateway",
     "BadRequest",
     "BodyTooLarge",
     "ClientDisconnected",
     "ConfigError",
+    "CredentialTooLarge",
     "ExpectationFailed",
     "Forbidden",
     "HeaderTooLarge",
@@ -26,8 +28,10 @@ __all__ = [
     "NoEndpoints",
     "NoRoute",
     "NotImplementedByEdge",
+    "PermissionDenied",
     "RequestTimeout",
     "ServiceDraining",
+    "Unauthenticated",
     "UpstreamConnectError",
     "UpstreamProtocolError",
     "UpstreamReset",
@@ -50,6 +54,8 @@ class KedgeError(Exception):
     http_status: ClassVar[int] = 500
     grpc_status: ClassVar[int] = 13  # INTERNAL
     close_connection: ClassVar[bool] = False
+    # Extra fields for the HTTP rendering (e.g. a 401's challenge); set per instance.
+    response_headers: tuple[tuple[bytes, bytes], ...] = ()
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -128,6 +134,47 @@ class Forbidden(KedgeError):
     kind = "forbidden"
     http_status = 403
     grpc_status = 7  # PERMISSION_DENIED
+
+
+class PermissionDenied(Forbidden):
+    """Authenticated, but the route's policy does not admit this principal."""
+
+    kind = "permission-denied"
+
+
+class Unauthenticated(KedgeError):
+    """No valid credential for a route that needs one.
+
+    HTTP: 401 with a Bearer challenge (RFC 9110 §11.6.1, RFC 6750 §3) in WWW-Authenticate,
+    or in Proxy-Authenticate when the listener takes the edge's credential from
+    Proxy-Authorization (RFC 9110 §11.7.1). gRPC: UNAUTHENTICATED.
+    """
+
+    kind = "unauthenticated"
+    http_status = 401
+    grpc_status = 16  # UNAUTHENTICATED
+
+    def __init__(self, reason: str, challenge: tuple[bytes, bytes] | None = None) -> None:
+        super().__init__(reason)
+        if challenge is not None:
+            self.response_headers = (challenge,)
+
+
+class AuthUnavailable(KedgeError):
+    """The edge cannot check a credential right now (its issuer's keys are unavailable):
+    the caller may retry; the token itself was not found wrong."""
+
+    kind = "auth-unavailable"
+    http_status = 503
+    grpc_status = 14  # UNAVAILABLE
+
+
+class CredentialTooLarge(KedgeError):
+    """A bearer token above the configured size cap: refused before any parsing."""
+
+    kind = "credential-too-large"
+    http_status = 431
+    grpc_status = 16  # UNAUTHENTICATED: the call carries no usable credential
 
 
 class MisdirectedRequest(KedgeError):

@@ -22,8 +22,13 @@ from kedge.core.codec.server_h1 import H1ServerConnection, H1ServerSettings
 from kedge.core.codec.server_h2 import H2ServerConnection, H2ServerSettings
 from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import ConfigError, KedgeError
+from kedge.core.http.exchange import Exchange
 from kedge.core.http.headers import RequestIdGenerator
-from kedge.core.net.tls import server_context
+from kedge.edge.auth.client_cert import CertIdentities
+from kedge.edge.auth.gate import AuthGate, needs_gate
+from kedge.edge.auth.jwks import HttpJsonFetcher, JwksSource
+from kedge.edge.auth.policy import Verdict
+from kedge.edge.auth.verifier import TokenVerifier
 from kedge.edge.config import EdgeConfig, ListenerConfig
 from kedge.edge.config_parser import load_edge_config
 from kedge.edge.config_watch import ConfigFileWatcher
@@ -40,6 +45,7 @@ from kedge.edge.observability.metrics import MetricsRegistry
 from kedge.edge.observability.status import edge_status
 from kedge.edge.routing.table import RouteTable
 from kedge.edge.state import EdgeState
+from kedge.edge.tls_contexts import listener_context
 
 __all__ = ["EdgeApp"]
 
@@ -130,6 +136,9 @@ class EdgeApp:
             on_connect_failure=lambda b: self.metrics.upstream_connect_failures.labels(b).inc(),
         )
         self.adhoc_pools = AdhocPools(self.sweeper)
+        self.client_certs = CertIdentities()
+        self._verifier: TokenVerifier | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
         self.state = self._build_state(config, 1, None)
         self.handler = compose(
             [Observe(self.access_log, self.metrics), ErrorBoundary()],
@@ -150,7 +159,6 @@ class EdgeApp:
         self._started_ready = False  # readiness gate: all resolvers synced once since start
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._retiring: set[asyncio.Task[None]] = set()
         self._reloads: set[asyncio.Task[bool]] = set()
         self._reload_lock = asyncio.Lock()
         self._resolver_progress = asyncio.Event()  # set whenever a resolver publishes
@@ -194,7 +202,60 @@ class EdgeApp:
                 on_change=self._make_backend_on_change(),
                 on_connect=self.metrics.upstream_connections_opened.labels(bc.name).inc,
             )
-        return EdgeState(config, generation, table, backends)
+        return EdgeState(config, generation, table, backends, self._build_auth(config, old))
+
+    def _build_auth(self, config: EdgeConfig, old: EdgeState | None) -> AuthGate | None:
+        """The auth gate of a config. The token verifier (its cache and the issuers' key
+        sets) carries over a reload that leaves the `auth:` section unchanged."""
+        if not needs_gate(config):
+            return None
+        verifier = None
+        if config.auth is not None and config.auth.issuers:
+            previous = old.config.auth if old is not None else None
+            if previous == config.auth and self._verifier is not None:
+                verifier = self._verifier
+            else:
+                kept = self._verifier.sources if self._verifier is not None else {}
+                sources = [
+                    kept[i.issuer]
+                    if i.issuer in kept and kept[i.issuer].issuer == i
+                    else JwksSource(i, HttpJsonFetcher(i.fetch_timeout, i.ca_file))
+                    for i in config.auth.issuers
+                ]
+                verifier = TokenVerifier(sources, cache_size=config.auth.token_cache_size)
+        self._retire_verifier(verifier)
+        return AuthGate(config, verifier, self.client_certs, self._on_auth_decision)
+
+    def _prefetch_keys(self) -> None:
+        if self._verifier is not None:
+            for source in self._verifier.sources.values():
+                source.prefetch()
+
+    def _retire_verifier(self, new: TokenVerifier | None) -> None:
+        """Close the key sources the new verifier no longer uses."""
+        old = self._verifier
+        self._verifier = new
+        if old is None or old is new:
+            return
+        kept = set(map(id, new.sources.values())) if new is not None else set()
+        for source in old.sources.values():
+            if id(source) not in kept:
+                task = asyncio.get_running_loop().create_task(source.aclose())
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+
+    def _on_auth_decision(self, ex: Exchange, verdict: Verdict, reason: str) -> None:
+        self.metrics.auth_decisions.labels(ex.route, verdict.value).inc()
+        if verdict is Verdict.UNAUTHENTICATED or verdict is Verdict.DENIED:
+            self.access_log.log_event(
+                "info",
+                "auth refused",
+                request_id=ex.request_id.decode("latin-1"),
+                route=ex.route,
+                principal=ex.principal or None,
+                verdict=verdict.value,
+                reason=reason,
+            )
 
     def readiness(self) -> tuple[bool, str]:
         """Ready once every backend's resolver has published at least once since start.
@@ -238,6 +299,7 @@ class EdgeApp:
             ),
             cfg.admin.address,
         )
+        self._prefetch_keys()
         for listener in cfg.listeners:
             await self._listen(listener)
         loop = asyncio.get_running_loop()
@@ -260,7 +322,7 @@ class EdgeApp:
         http2 = self.state.config.http2.enabled
         if listener.tls is not None:
             alpn = ("h2", "http/1.1") if http2 else ("http/1.1",)
-            ctx = server_context(listener.tls.cert_file, listener.tls.key_file, alpn)
+            ctx = listener_context(listener.tls, alpn)
         name = listener.name
         accepted = self.metrics.connections_accepted.labels(name)
         active = self.metrics.connections_active.labels(name)
@@ -423,6 +485,7 @@ class EdgeApp:
             )
         self._apply_listener_changes(old.config, config)
         self.state = new  # the swap: new exchanges see the new table from here on
+        self._prefetch_keys()
         loop = asyncio.get_running_loop()
         for name, b in old.backends.items():
             if new.backends.get(name) is not b:
@@ -511,6 +574,8 @@ class EdgeApp:
             await self.demo.aclose()
         for b in self.state.backends.values():
             await b.aclose()
+        if self._verifier is not None:
+            await self._verifier.aclose()
         self.adhoc_pools.close()
         await self.sweeper.aclose()
         self.access_log.log_event("info", "edge stopped")

@@ -18,23 +18,33 @@ __all__ = [
     "Address",
     "AdhocRule",
     "AdminConfig",
+    "AuthConfig",
     "BackendConfig",
     "BackendTimeouts",
     "BackendTlsConfig",
     "Balancer",
+    "ClientCertConfig",
+    "ClientCertMode",
+    "CredentialSource",
     "DnsResolverConfig",
     "EdgeConfig",
     "HeaderMatch",
     "Http2Config",
     "Http2FloodLimits",
+    "IssuerConfig",
     "LimitsConfig",
     "ListenerConfig",
     "ListenerTls",
+    "NoEkuPolicy",
+    "PermissionMode",
     "PoolConfig",
     "PortRange",
+    "PrincipalKind",
+    "PrincipalPattern",
     "ProxyMode",
     "ResolverConfig",
     "RetryConfig",
+    "RouteAuth",
     "RouteConfig",
     "RouteMatch",
     "SrvResolverConfig",
@@ -77,10 +87,49 @@ class Balancer(Enum):
     P2C = "p2c"  # the less loaded (in-flight) of two random endpoints
 
 
+class ClientCertMode(Enum):
+    """Whether a TLS listener asks clients for a certificate (mTLS)."""
+
+    OFF = "off"
+    OPTIONAL = "optional"  # verified when sent; requests without one may still authenticate
+    REQUIRED = "required"  # the TLS handshake fails without a valid certificate
+
+
+class NoEkuPolicy(Enum):
+    """What a client certificate without an extendedKeyUsage extension is worth.
+
+    OpenSSL accepts such a certificate for any purpose (RFC 5280 §4.2.1.12 says the
+    extension is optional); the edge's default is to refuse it, so only certificates issued
+    for client authentication identify clients.
+    """
+
+    REJECT = "reject"  # requests on the connection get 403 `permission-denied`
+    ACCEPT = "accept"
+
+
+class CredentialSource(Enum):
+    """Where a listener looks for the edge's own bearer token (RFC 6750 §2.1)."""
+
+    PROXY_AUTHORIZATION = "proxy_authorization"  # what winch sends; always the edge's
+    AUTHORIZATION = "authorization"  # only a token addressed to the edge (iss and aud)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCertConfig:
+    mode: ClientCertMode = ClientCertMode.OFF
+    ca_files: tuple[str, ...] = ()  # PEM bundles of the CAs that issue client certificates
+    crl_files: tuple[str, ...] = ()  # PEM CRLs; given: every leaf is checked (fail closed)
+    no_eku: NoEkuPolicy = NoEkuPolicy.REJECT
+
+
 @dataclass(frozen=True, slots=True)
 class ListenerTls:
     cert_file: str
     key_file: str
+    client_certs: ClientCertConfig = field(default_factory=ClientCertConfig)
+    # Host (or :authority) must name the server the client asked for in SNI, else 421
+    # (RFC 9110 §15.5.20): a connection set up for one name is not reused for another.
+    require_sni_match: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +137,7 @@ class ListenerConfig:
     name: str
     address: Address
     tls: ListenerTls | None = None  # None: plaintext HTTP
+    credentials: tuple[CredentialSource, ...] = (CredentialSource.PROXY_AUTHORIZATION,)
 
     @property
     def scheme(self) -> Literal["http", "https"]:
@@ -159,12 +209,49 @@ class RouteMatch:
     grpc_methods: tuple[str, ...] = ()
 
 
+class PermissionMode(Enum):
+    ANY_OF = "any_of"
+    ALL_OF = "all_of"
+
+
+class PrincipalKind(Enum):
+    """What a principal pattern compares: a certificate name or a token claim."""
+
+    URI = "uri"  # a URI SAN of the client certificate, e.g. a SPIFFE ID
+    DNS = "dns"  # a DNS SAN of the client certificate
+    CN = "cn"  # the certificate subject's common name
+    SUBJECT = "subject"  # the whole certificate subject, RFC 4514 form ("CN=a,O=b")
+    SUB = "sub"  # the token's `sub` claim
+    GROUP = "group"  # one of the token's groups
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalPattern:
+    kind: PrincipalKind
+    value: str  # exact; a trailing "*" makes it a prefix
+    prefix: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.value}{'*' if self.prefix else ''}"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteAuth:
+    """Who may use a route. Empty permissions and principals: any authenticated caller."""
+
+    anonymous: bool = False  # no credential needed (the edge's own is still stripped)
+    permissions: tuple[str, ...] = ()  # from the issuer's permissions claim
+    permission_mode: PermissionMode = PermissionMode.ANY_OF
+    principals: tuple[PrincipalPattern, ...] = ()  # any one must match
+
+
 @dataclass(frozen=True, slots=True)
 class RouteConfig:
     name: str  # defaults to "routes[<index>]"
     backend: str
     match: RouteMatch = field(default_factory=RouteMatch)
     max_request_body_bytes: int | None = None  # None = limits.max_request_body_bytes; 0 = none
+    auth: RouteAuth | None = None  # None: `auth.default_route` (when `auth:` is configured)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +362,38 @@ class AdhocRule:
 
 
 @dataclass(frozen=True, slots=True)
+class IssuerConfig:
+    """An OpenID provider whose JWTs the edge accepts (RFC 7519, RFC 8725)."""
+
+    name: str
+    issuer: str  # the exact `iss` value
+    audiences: tuple[str, ...]  # the token's `aud` must contain one of these
+    jwks_url: str | None = None  # pinned key set; None: from discovery
+    discovery_url: str | None = None  # None: <issuer>/.well-known/openid-configuration
+    algorithms: tuple[str, ...] = ("RS256",)  # asymmetric only: never `none`, never HS*
+    permissions_claim: str = "permissions"  # dotted path; a string or a list of strings
+    groups_claim: str = "groups"  # dotted path; a string or a list of strings
+    leeway: float = 60.0  # clock skew allowed on exp, nbf and iat
+    max_lifetime: float = 86400.0  # exp - iat at most this; 0 = no cap
+    jwks_ttl: float = 300.0  # a fetched key set is refreshed after this
+    jwks_max_stale: float = 86400.0  # while the JWKS endpoint fails, old keys serve this long
+    unknown_kid_cooldown: float = 30.0  # at most one refresh per this for unknown `kid`s
+    fetch_timeout: float = 5.0
+    ca_file: str | None = None  # TLS trust for the provider; None = the system store
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    issuers: tuple[IssuerConfig, ...] = ()
+    max_token_bytes: int = 8192  # larger bearer tokens get 431 before any parsing
+    token_cache_size: int = 10000  # verified tokens remembered until they expire
+    identity_header: str | None = None  # the edge's trusted identity header for backends
+    strip_headers: tuple[str, ...] = ()  # more client headers never trusted (lower-case)
+    default_route: RouteAuth = field(default_factory=RouteAuth)  # routes without `auth:`
+    adhoc: RouteAuth = field(default_factory=RouteAuth)  # requests sent by adhoc rules
+
+
+@dataclass(frozen=True, slots=True)
 class EdgeConfig:
     source: str  # file name the config came from, or "<embedded demo>"
     listeners: tuple[ListenerConfig, ...]
@@ -287,6 +406,7 @@ class EdgeConfig:
     http2: Http2Config = field(default_factory=Http2Config)
     demo_backend: Address | None = None  # serve the built-in demo backend here
     access_log: bool = True
+    auth: AuthConfig | None = None  # None: no auth layer, every route is anonymous
 
     def backend(self, name: str) -> BackendConfig:
         for b in self.backends:

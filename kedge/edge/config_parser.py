@@ -22,12 +22,13 @@ from kedge.core.config_loading import (
     Node,
     claim_name,
     dataclass_keys,
+    existing_file,
     is_dns_name,
     load_yaml,
     node_list,
     parse_yaml_text,
 )
-from kedge.core.net.tls import client_context, server_context
+from kedge.core.net.tls import client_context
 from kedge.edge.config import (
     Address,
     AdminConfig,
@@ -35,6 +36,7 @@ from kedge.edge.config import (
     BackendTimeouts,
     BackendTlsConfig,
     Balancer,
+    ClientCertConfig,
     DnsResolverConfig,
     EdgeConfig,
     LimitsConfig,
@@ -49,8 +51,15 @@ from kedge.edge.config import (
     TimeoutsConfig,
     UpstreamProtocol,
 )
+from kedge.edge.config_auth import (
+    check_auth_consistency,
+    parse_auth,
+    parse_client_certs,
+    parse_credentials,
+)
 from kedge.edge.config_http2 import parse_http2
 from kedge.edge.config_routes import parse_adhoc_rule, parse_routes
+from kedge.edge.tls_contexts import listener_context
 
 __all__ = ["DEMO_SOURCE", "embedded_demo_config", "load_edge_config", "parse_edge_config"]
 
@@ -67,7 +76,9 @@ _TOP_KEYS = (
     "backends",
     "routes",
     "adhoc",
+    "auth",
 )
+_DEFAULT_CREDENTIALS = ListenerConfig("", Address("", 0)).credentials
 _BACKEND_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 
 
@@ -109,8 +120,10 @@ def parse_edge_config(data: object, source: str, *, base_dir: str | None = None)
         http2=parse_http2(f.get("http2"), base.http2),
         demo_backend=_address(n) if (n := f.get("demo_backend")) else base.demo_backend,
         access_log=f.get_bool("access_log", base.access_log),
+        auth=parse_auth(f.get("auth"), base_dir),
     )
     _check_address_clashes(f, config)
+    check_auth_consistency(config, root)
     return config
 
 
@@ -120,18 +133,6 @@ def parse_edge_config(data: object, source: str, *, base_dir: str | None = None)
 def _address(node: Node, *, allow_port_zero: bool = False) -> Address:
     host, port = node.as_address(allow_port_zero=allow_port_zero)
     return Address(host, port)
-
-
-def _existing_file(node: Node, base_dir: str | None) -> str:
-    path = os.path.expanduser(node.as_str())
-    if base_dir is not None and not os.path.isabs(path):
-        path = os.path.join(base_dir, path)
-    if not os.path.isfile(path):
-        where = f" (relative paths are read from {base_dir})" if base_dir else ""
-        raise node.error(
-            f"file {path!r} does not exist{where}", "give the path of an existing file"
-        )
-    return path
 
 
 def _optional_tls(f: Fields, keys: tuple[str, ...]) -> Fields | None:
@@ -151,7 +152,7 @@ def _listeners(node: Node, base_dir: str | None) -> tuple[ListenerConfig, ...]:
     seen: dict[str, str] = {}
     out: list[ListenerConfig] = []
     for i, item in enumerate(node.as_list(allow_empty=False)):
-        f = item.as_mapping(("name", "address", "tls"))
+        f = item.as_mapping(("name", "address", "tls", "credentials"))
         name = f.get_str("name", f"listeners[{i}]")
         claim_name(seen, name, f.get("name") or item, "listener")
         # Port 0 lets tests bind a free port; the app reports the one it got.
@@ -163,15 +164,28 @@ def _listeners(node: Node, base_dir: str | None) -> tuple[ListenerConfig, ...]:
         if tls is not None:
             fix = "give the PEM file of the listener's certificate chain and its key"
             cert, key = tls.require("cert_file", fix), tls.require("key_file", fix)
+            certs = tls.get("client_certs")
             listener_tls = ListenerTls(
-                _existing_file(cert, base_dir), _existing_file(key, base_dir)
+                existing_file(cert, base_dir),
+                existing_file(key, base_dir),
+                parse_client_certs(certs, base_dir) if certs else ClientCertConfig(),
+                tls.get_bool("require_sni_match", False),
             )
             _check_loads(
                 tls.node,
-                partial(server_context, listener_tls.cert_file, listener_tls.key_file),
-                "cert_file must hold a PEM certificate chain and key_file its private key",
+                partial(listener_context, listener_tls),
+                "cert_file must hold a PEM certificate chain and key_file its private key; "
+                "client_certs.ca_files must hold PEM CA certificates and crl_files PEM CRLs",
             )
-        out.append(ListenerConfig(name, address, listener_tls))
+        credentials = f.get("credentials")
+        out.append(
+            ListenerConfig(
+                name,
+                address,
+                listener_tls,
+                parse_credentials(credentials) if credentials else _DEFAULT_CREDENTIALS,
+            )
+        )
     return tuple(out)
 
 
@@ -305,11 +319,11 @@ def _backend_tls(f: Fields, base_dir: str | None) -> BackendTlsConfig:
         )
     server_name = f.get("server_name")
     tls = BackendTlsConfig(
-        ca_file=_existing_file(n, base_dir) if (n := f.get("ca_file")) else d.ca_file,
+        ca_file=existing_file(n, base_dir) if (n := f.get("ca_file")) else d.ca_file,
         server_name=_dns_name(server_name) if server_name else d.server_name,
         insecure_skip_verify=f.get_bool("insecure_skip_verify", d.insecure_skip_verify),
-        cert_file=_existing_file(n, base_dir) if (n := f.get("cert_file")) else d.cert_file,
-        key_file=_existing_file(n, base_dir) if (n := f.get("key_file")) else d.key_file,
+        cert_file=existing_file(n, base_dir) if (n := f.get("cert_file")) else d.cert_file,
+        key_file=existing_file(n, base_dir) if (n := f.get("key_file")) else d.key_file,
     )
     _check_loads(
         f.node,

@@ -30,6 +30,7 @@ from kedge.edge.config import (
     RouteConfig,
     RouteMatch,
 )
+from kedge.edge.config_auth import parse_route_auth
 from kedge.edge.routing.rules import parse_grpc_method
 
 __all__ = ["parse_adhoc_rule", "parse_routes"]
@@ -44,7 +45,7 @@ def parse_routes(node: Node | None, backends: Iterable[BackendConfig]) -> tuple[
     seen: dict[str, str] = {}
     out: list[RouteConfig] = []
     for i, item in enumerate(node_list(node)):
-        f = item.as_mapping(("name", "backend", "match", "max_request_body_bytes"))
+        f = item.as_mapping(("name", "backend", "match", "max_request_body_bytes", "auth"))
         name = f.get_str("name", f"routes[{i}]")
         claim_name(seen, name, f.get("name") or item, "route")
         backend_node = f.require("backend", "name the backend this route sends requests to")
@@ -66,6 +67,7 @@ def parse_routes(node: Node | None, backends: Iterable[BackendConfig]) -> tuple[
                 backend=backend,
                 match=_match(n) if (n := f.get("match")) else base.match,
                 max_request_body_bytes=limit.as_size() if limit else base.max_request_body_bytes,
+                auth=parse_route_auth(n) if (n := f.get("auth")) else None,
             )
         )
     return tuple(out)

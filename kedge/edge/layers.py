@@ -3,7 +3,7 @@
 Each layer is `async def __call__(exchange, next)` and either awaits `next` or raises a
 typed error. Order, outermost first: Observe (access log and metrics, so it sees the final
 status, including errors rendered below it) -> ErrorBoundary (the one place an error turns
-into a response) -> Dispatch (route, then forward).
+into a response) -> Dispatch (route, then the route's auth policy, then forward).
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ class Observe:
             backend=ex.backend or None,
             endpoint=ex.endpoint or None,
             error_kind=ex.error_kind,
+            principal=ex.principal or None,
         )
 
 
@@ -134,7 +135,8 @@ class ErrorBoundary:
 
 
 class Dispatch:
-    """The terminal handler: first-match routing (then adhoc rules), then forwarding."""
+    """The terminal handler: first-match routing (then adhoc rules), the route's auth
+    policy (when the config has an auth layer), then forwarding."""
 
     def __init__(
         self,
@@ -157,6 +159,8 @@ class Dispatch:
             await self._adhoc_or_fail(ex, state)
             return
         ex.route = route.name
+        if state.auth is not None:
+            await state.auth.admit(ex, route.auth)
         backend = state.backends[route.backend]
         ex.backend = backend.name
         limit = (
@@ -171,8 +175,10 @@ class Dispatch:
         decision = match_adhoc(state.config.adhoc, h.host, h.port if h.explicit_port else None)
         if decision is None:
             raise NoRoute(f"no route for {h.authority}{h.path}")
-        address = await resolve_adhoc(decision)
         ex.route = "adhoc"
+        if state.auth is not None:
+            await state.auth.admit(ex, None, adhoc=True)
+        address = await resolve_adhoc(decision)
         ex.backend = "adhoc"
         ex.endpoint = str(address)
         pool = self._adhoc.pool(address, decision.rule)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from kedge.edge.auth.gate import AuthGate
 from kedge.edge.config import EdgeConfig
 from kedge.edge.forwarding.backend import Backend
 from kedge.edge.routing.table import RouteTable
@@ -22,3 +23,4 @@ class EdgeState:
     generation: int
     table: RouteTable
     backends: Mapping[str, Backend]
+    auth: AuthGate | None = None  # None: no listener or route needs the auth layer

@@ -77,7 +77,7 @@ def test_record_writes_one_json_line_with_every_key_in_order() -> None:
         b'{"time":"2023-11-14T22:13:20.123Z","request_id":"req-1","client":"127.0.0.1:50000",'
         b'"listener":"web","method":"GET","authority":"api.test","path":"/v1/items?x=1",'
         b'"status":200,"bytes_in":0,"bytes_out":512,"duration_ms":1.235,"route":"api",'
-        b'"backend":"api-pool","endpoint":"10.0.0.7:8080","error_kind":null}\n'
+        b'"backend":"api-pool","endpoint":"10.0.0.7:8080","error_kind":null,"principal":null}\n'
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import re
 import shutil
 from pathlib import Path
@@ -12,26 +13,38 @@ from typing import Any
 import pytest
 import trustme
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from kedge.core.errors import ConfigError
 from kedge.edge.config import (
     Address,
     AdhocRule,
     AdminConfig,
+    AuthConfig,
     BackendConfig,
     BackendTimeouts,
     BackendTlsConfig,
     Balancer,
+    ClientCertConfig,
+    ClientCertMode,
+    CredentialSource,
     DnsResolverConfig,
     EdgeConfig,
     HeaderMatch,
+    IssuerConfig,
     LimitsConfig,
     ListenerConfig,
     ListenerTls,
+    NoEkuPolicy,
     PoolConfig,
     PortRange,
+    PrincipalKind,
+    PrincipalPattern,
     ProxyMode,
     RetryConfig,
+    RouteAuth,
     RouteConfig,
     RouteMatch,
     SrvResolverConfig,
@@ -49,7 +62,14 @@ from kedge.edge.config_parser import (
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # Files the example configs name, relative to their directory.
-EXAMPLE_CERT_FILES = ("edge.pem", "edge-key.pem", "backend-ca.pem", "client.pem", "client-key.pem")
+EXAMPLE_CERT_FILES = (
+    "edge.pem",
+    "edge-key.pem",
+    "backend-ca.pem",
+    "client.pem",
+    "client-key.pem",
+    "crl.pem",
+)
 
 BASE: dict[str, Any] = {
     "listeners": [{"name": "http", "address": "127.0.0.1:8080"}],
@@ -1025,6 +1045,21 @@ def test_bad_configs_name_the_key_and_the_fix(
 # --- files ------------------------------------------------------------------------------
 
 
+def _empty_crl(ca: trustme.CA, path: Path) -> None:
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
+    now = datetime.datetime.now(datetime.UTC)
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now)
+        .next_update(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+
+
 def _certs(directory: Path) -> None:
     """Real PEM files at the names the examples use (the parser checks only existence)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -1036,6 +1071,7 @@ def _certs(directory: Path) -> None:
     ca.cert_pem.write_to_path(str(directory / "backend-ca.pem"))
     client.cert_chain_pems[0].write_to_path(str(directory / "client.pem"))
     client.private_key_pem.write_to_path(str(directory / "client-key.pem"))
+    _empty_crl(ca, directory / "crl.pem")
     assert sorted(p.name for p in directory.iterdir()) == sorted(EXAMPLE_CERT_FILES)
 
 
@@ -1063,7 +1099,19 @@ def test_full_example_uses_every_key(tmp_path: Path) -> None:
     config = load_edge_config(str(tmp_path / "edge.yaml"))
     certs = tmp_path / "certs"
     assert config.listeners[1].tls == ListenerTls(
-        str(certs / "edge.pem"), str(certs / "edge-key.pem")
+        str(certs / "edge.pem"),
+        str(certs / "edge-key.pem"),
+        ClientCertConfig(
+            ClientCertMode.OPTIONAL,
+            (str(certs / "backend-ca.pem"),),
+            (str(certs / "crl.pem"),),
+            NoEkuPolicy.REJECT,
+        ),
+        require_sni_match=True,
+    )
+    assert config.listeners[1].credentials == (
+        CredentialSource.PROXY_AUTHORIZATION,
+        CredentialSource.AUTHORIZATION,
     )
     assert {type(b.resolver) for b in config.backends} == {
         StaticResolverConfig,
@@ -1088,6 +1136,21 @@ def test_full_example_uses_every_key(tmp_path: Path) -> None:
     rule = config.adhoc[0]
     assert (rule.allowed_ports, rule.allowed_port_ranges) == ((80, 8080), (PortRange(9000, 9100),))
     assert rule.replace_substitution == ".pod.cluster.local"
+    api_auth = config.routes[0].auth
+    assert api_auth == RouteAuth(
+        permissions=("api.read", "api.admin"),
+        principals=(
+            PrincipalPattern(PrincipalKind.GROUP, "ops"),
+            PrincipalPattern(PrincipalKind.URI, "spiffe://cluster.example.test/ns/apps/", True),
+        ),
+    )
+    assert config.routes[2].auth == RouteAuth(anonymous=True)
+    auth = config.auth
+    assert auth is not None and auth.adhoc == RouteAuth(anonymous=True)
+    assert (auth.max_token_bytes, auth.identity_header) == (8192, "x-kedge-principal")
+    corp = auth.issuers[0]
+    assert (corp.name, corp.audiences, corp.algorithms) == ("corp", ("kedge",), ("RS256", "ES256"))
+    assert (corp.jwks_ttl, corp.jwks_max_stale, corp.max_lifetime) == (300.0, 86400.0, 86400.0)
 
 
 def test_relative_paths_without_base_dir_are_read_from_cwd(
@@ -1198,6 +1261,11 @@ SCHEMA_KEYS = (
     | {"dns_name", "port", "default", "allowed", "allowed_ranges", "from", "to", "replace"}
     | {"pattern", "substitution", "allow_loopback", "allow_link_local", "allow_private"}
     | {"connect_timeout"}
+    | {f.name for f in dataclasses.fields(ClientCertConfig)}
+    | {f.name for f in dataclasses.fields(AuthConfig)}
+    | {f.name for f in dataclasses.fields(IssuerConfig)}
+    | {f.name for f in dataclasses.fields(RouteAuth)} - {"permission_mode"}
+    | {"any_of"}
 )
 
 

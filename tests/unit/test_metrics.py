@@ -316,6 +316,7 @@ def test_edge_metrics_names_types_and_labels() -> None:
     m.connections_accepted.labels("web").inc()
     m.connections_active.labels("web").inc()
     m.h2_floods.labels("web", "ping-flood").inc()
+    m.auth_decisions.labels("api", "allow").inc()
     for family in (m.upstream_connections_opened, m.upstream_connect_failures):
         family.labels("api-pool").inc()
     m.upstream_retries.labels("api-pool").inc()
@@ -335,6 +336,7 @@ def test_edge_metrics_names_types_and_labels() -> None:
         "kedge_connections_rejected_total": "counter",
         "kedge_connections_active": "gauge",
         "kedge_http2_connections_closed_total": "counter",
+        "kedge_auth_decisions_total": "counter",
         "kedge_upstream_connections_opened_total": "counter",
         "kedge_upstream_connect_failures_total": "counter",
         "kedge_upstream_retries_total": "counter",
@@ -350,6 +352,7 @@ def test_edge_metrics_names_types_and_labels() -> None:
     assert label_keys["kedge_request_duration_seconds_bucket"] == ("route", "backend", "le")
     assert label_keys["kedge_config_generation"] == ()
     assert label_keys["kedge_http2_connections_closed_total"] == ("listener", "kind")
+    assert label_keys["kedge_auth_decisions_total"] == ("route", "verdict")
     values = {(name, tuple(labels.values())): value for name, labels, value in samples}
     assert values[("kedge_requests_total", ("web", "api", "api-pool", "200"))] == "1"
     assert values[("kedge_request_bytes_total", ("in",))] == "10"

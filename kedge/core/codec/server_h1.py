@@ -45,6 +45,7 @@ from kedge.core.http.messages import (
     field_lines,
     last_chunk,
 )
+from kedge.core.net.tls import TlsPeer, tls_peer
 
 __all__ = ["H1ServerConnection", "H1ServerSettings", "Handler"]
 
@@ -143,6 +144,7 @@ class H1ServerConnection(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop  # set in connection_made
         self.client_ip = ""
         self.client_port = 0
+        self.tls: TlsPeer | None = None
         self._parser = httptools.HttpRequestParser(self)
         self.deadline = 0.0
         # Parse state of the request whose head or body is arriving.
@@ -192,6 +194,7 @@ class H1ServerConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.client_ip, self.client_port = str(peer[0]), int(peer[1])
+        self.tls = tls_peer(transport)
         self._sweeper.add(self)
         self._set_deadline(self.settings.keepalive_idle_timeout)
         if self._on_open is not None:
@@ -431,6 +434,7 @@ class H1ServerConnection(asyncio.Protocol):
             upgrade=valid.upgrade,
             keep_alive=valid.keep_alive,
             client_scheme=self.settings.scheme,
+            tls=self.tls,
         )
 
     def _send_continue(self) -> None:

@@ -40,6 +40,7 @@ from kedge.core.http.body import BodyStream
 from kedge.core.http.exchange import Exchange
 from kedge.core.http.grpc_detect import is_grpc_request
 from kedge.core.http.headers import RequestIdGenerator
+from kedge.core.net.tls import TlsPeer, tls_peer
 
 __all__ = ["PREFACE", "H2ServerConnection", "H2ServerSettings"]
 
@@ -91,6 +92,7 @@ class H2ServerConnection(H2Output, asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop
         self.client_ip = ""
         self.client_port = 0
+        self.tls: TlsPeer | None = None
         config = h2.config.H2Configuration(
             client_side=False,
             header_encoding=None,
@@ -125,6 +127,7 @@ class H2ServerConnection(H2Output, asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.client_ip, self.client_port = str(peer[0]), int(peer[1])
+        self.tls = tls_peer(transport)
         s = self.settings
         self.h2.local_settings = h2.settings.Settings(
             client=False,
@@ -284,6 +287,7 @@ class H2ServerConnection(H2Output, asyncio.Protocol):
             client_port=self.client_port,
             request_id=valid.request_id or self._request_ids.next(),
             client_scheme=s.scheme,
+            tls=self.tls,
         )
         ex.grpc = valid.grpc
         stream.start(ex, body, self._handler(ex))

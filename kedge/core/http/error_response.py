@@ -49,6 +49,7 @@ def error_response(
     ]
     if request_id is not None:
         headers.append((b"x-request-id", request_id))
+    headers.extend(error.response_headers)
     if close or error.close_connection:
         headers.append((b"connection", b"close"))
     return ResponseHead(status, headers, phrase.encode()), body

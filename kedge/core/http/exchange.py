@@ -14,6 +14,7 @@ from typing import Protocol
 from kedge.core.errors import KedgeError
 from kedge.core.http.body import BodyStream
 from kedge.core.http.messages import Headers, RequestHead, ResponseHead
+from kedge.core.net.tls import TlsPeer
 
 __all__ = ["Exchange", "ResponseChannel", "TunnelEnd"]
 
@@ -51,6 +52,7 @@ class Exchange:
         "client_ip",
         "client_port",
         "client_scheme",
+        "edge_headers",
         "endpoint",
         "error_kind",
         "finished",
@@ -59,10 +61,12 @@ class Exchange:
         "head_sent",
         "keep_alive",
         "listener",
+        "principal",
         "request_id",
         "route",
         "started",
         "status",
+        "tls",
         "upgrade",
     )
 
@@ -79,6 +83,7 @@ class Exchange:
         upgrade: bytes | None = None,
         keep_alive: bool = True,
         client_scheme: str = "http",
+        tls: TlsPeer | None = None,
     ) -> None:
         self.head = head
         self.body = body  # None: the request has no body
@@ -89,6 +94,7 @@ class Exchange:
         # How the client reached the edge ("http"/"https"): what X-Forwarded-Proto says,
         # whatever scheme an absolute-form target names.
         self.client_scheme = client_scheme
+        self.tls = tls  # SNI and client certificate of a TLS connection; None: plaintext
         self.request_id = request_id
         self.upgrade = upgrade  # b"websocket" for an upgrade the edge may pass through
         self.grpc = False  # a gRPC call (HTTP/2 only): errors are rendered as gRPC statuses
@@ -102,6 +108,10 @@ class Exchange:
         self.backend = ""
         self.endpoint = ""
         self.error_kind: str | None = None
+        self.principal = ""  # who the auth layer found (for the access log); "" = nobody
+        # Fields the edge adds to the upstream request after the client's headers were
+        # rewritten (the auth layer's identity header), so no client copy can survive.
+        self.edge_headers: Headers | None = None
 
     def respond(
         self, head: ResponseHead, content_length: int | None, has_body: bool = True

@@ -39,6 +39,8 @@ def request_fields(ex: Exchange, scheme: bytes, grpc_timeout: bytes | None) -> H
         request_id=ex.request_id,
         version=h.version,
     )
+    if ex.edge_headers:
+        headers += ex.edge_headers
     fields: Headers = [
         (b":method", h.method.encode("ascii")),
         (b":scheme", scheme),

@@ -88,6 +88,8 @@ class Forwarder:
             upgrade=ex.upgrade,
             version=h.version,
         )
+        if ex.edge_headers:
+            headers += ex.edge_headers
         chunked = ex.body is not None and header_value(h.headers, b"content-length") is None
         start = f"{h.method} {h.path_and_query} HTTP/1.1\r\nhost: {authority}\r\n"
         end = b"transfer-encoding: chunked\r\n\r\n" if chunked else b"\r\n"

@@ -140,6 +140,7 @@ class AccessLog:
         backend: str | None = None,
         endpoint: str | None = None,
         error_kind: str | None = None,
+        principal: str | None = None,
     ) -> None:
         """Append one request line. `client` and `endpoint` are "ip:port" ("[v6]:port")."""
         if self._stream is None:
@@ -173,6 +174,7 @@ class AccessLog:
             "backend": backend,
             "endpoint": endpoint,
             "error_kind": error_kind,
+            "principal": principal,
         }
         buf = self._buf
         try:

@@ -39,6 +39,8 @@ class EdgeMetrics:
         "success" or "failure" (both start at 0).
       config_generation: kedge_config_generation: generation number of the config in
         use; increases by one with every successful reload.
+      auth_decisions: kedge_auth_decisions_total{route,verdict}: one per request that met
+        the auth layer; verdict is anonymous, allow, unauthenticated or denied.
       draining: kedge_draining: 1 while the edge drains before shutting down, else 0.
       request_bytes: kedge_request_bytes_total{direction}: body bytes proxied, "in" from
         clients and "out" to clients; `bytes_in` and `bytes_out` are its two children.
@@ -74,6 +76,11 @@ class EdgeMetrics:
             "kedge_http2_connections_closed_total",
             "HTTP/2 client connections ended with GOAWAY for abuse or a protocol error.",
             ("listener", "kind"),
+        )
+        self.auth_decisions = r.counter(
+            "kedge_auth_decisions_total",
+            "Auth decisions by route and verdict (anonymous, allow, unauthenticated, denied).",
+            ("route", "verdict"),
         )
         self.connections_active = r.gauge(
             "kedge_connections_active", "Client connections open now.", ("listener",)
