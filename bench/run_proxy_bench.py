@@ -173,7 +173,8 @@ def measure_idle(bench: Bench) -> None:
     any RSS growth; a fresh proxy (one request served) shows what each connection costs.
     """
     for target in bench.targets:
-        if target.cpu_of == "proxy":
+        # kedge-auth is the same process shape as kedge; its requests need a token.
+        if target.cpu_of == "proxy" and not target.headers:
             bench.idle[target.name] = measure_idle_memory(
                 target.port,
                 host=HIT_HOST,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
+from typing import Literal
 from urllib.parse import urlsplit
 
 from kedge.core.config_loading import (
@@ -60,8 +62,8 @@ def parse_client_certs(node: Node, base_dir: str | None) -> ClientCertConfig:
     f = node.as_mapping(("mode", "ca_files", "crl_files", "no_eku"))
     d = ClientCertConfig()
     mode = f.get_enum("mode", ClientCertMode, ClientCertMode.REQUIRED)
-    cas = tuple(existing_file(n, base_dir) for n in node_list(f.get("ca_files")))
-    crls = tuple(existing_file(n, base_dir) for n in node_list(f.get("crl_files")))
+    cas = tuple(_trust_file(n, base_dir, "x509") for n in node_list(f.get("ca_files")))
+    crls = tuple(_trust_file(n, base_dir, "crl") for n in node_list(f.get("crl_files")))
     if mode is not ClientCertMode.OFF and not cas:
         raise node.child("ca_files").error(
             "client certificates are asked for, but no CA is given to verify them",
@@ -73,6 +75,26 @@ def parse_client_certs(node: Node, base_dir: str | None) -> ClientCertConfig:
         crl_files=crls,
         no_eku=f.get_enum("no_eku", NoEkuPolicy, d.no_eku),
     )
+
+
+def _trust_file(node: Node, base_dir: str | None, holds: Literal["x509", "crl"]) -> str:
+    """A `ca_files` or `crl_files` entry, loaded as the listener will load it. A key, or a
+    certificate and a CRL in each other's list, fails here naming the entry; otherwise the
+    listener would start and refuse every client (no CA, or CRL checks with no CRL)."""
+    path = existing_file(node, base_dir)
+    what = "PEM certificates" if holds == "x509" else "PEM CRLs"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_verify_locations(cafile=path)
+        found = ctx.cert_store_stats().get(holds, 0)
+    except (ssl.SSLError, OSError, ValueError):
+        found = 0
+    if not found:
+        raise node.error(
+            f"file {path!r} holds no {what}",
+            "list the CA certificates under `ca_files` and the CRLs under `crl_files`",
+        )
+    return path
 
 
 def parse_credentials(node: Node) -> tuple[CredentialSource, ...]:

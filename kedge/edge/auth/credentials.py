@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from kedge.core.errors import BadRequest, CredentialTooLarge, Unauthenticated
 from kedge.core.http.messages import Headers
@@ -48,7 +49,10 @@ def challenge(source: CredentialSource, error: str | None = None) -> tuple[bytes
     return name, value.encode("ascii")
 
 
+@lru_cache(maxsize=4096)
 def _bearer(value: bytes, source: CredentialSource, max_bytes: int) -> str:
+    # Cached: a client repeats the same header on every request, and matching a long
+    # token against the pattern costs microseconds (failures raise and are not cached).
     if len(value) > max_bytes + 7:  # "Bearer " and the token
         raise CredentialTooLarge(f"the bearer token is larger than {max_bytes} bytes")
     m = _BEARER.fullmatch(value)

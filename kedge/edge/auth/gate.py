@@ -71,6 +71,7 @@ class AuthGate:
         self._auth = config.auth or _NO_AUTH
         self._listeners: Mapping[str, ListenerConfig] = {lst.name: lst for lst in config.listeners}
         self._verifier = verifier
+        self.verifier = verifier
         self._certs = certs
         self._on_decision = on_decision
         auth = self._auth

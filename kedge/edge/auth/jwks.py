@@ -111,6 +111,18 @@ class JwksSource:
     def keys(self) -> KeySet | None:
         return self._keys
 
+    def status(self) -> dict[str, object]:
+        """For the admin `/status` document."""
+        keys = self._keys
+        return {
+            "issuer": self.issuer.issuer,
+            "jwks_url": self._jwks_url,
+            "keys": sorted(k.kid or "(no kid)" for k in keys.keys) if keys else [],
+            "age_seconds": round(self._clock() - self._fetched_at, 1) if keys else None,
+            "fetches": self.fetches,
+            "last_error": self.last_error or None,
+        }
+
     def has_kid(self, kid: str) -> bool:
         keys = self._keys
         return keys is not None and (not kid or kid in keys.by_kid)

@@ -11,6 +11,7 @@ NumericDate is a JSON number, not a string that looks like one (hardening J6).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -60,7 +61,9 @@ def _json_object(segment: str, what: str) -> dict[str, object]:
         value = json.loads(b64url_decode(segment), object_pairs_hook=_no_duplicates)
     except TokenRejected:
         raise
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: a few KiB of nested brackets exhaust the decoder's stack; that is
+        # a malformed token (401), not an edge failure (500).
         raise TokenRejected(f"the {what} is not base64url-encoded JSON") from None
     if not isinstance(value, dict):
         raise TokenRejected(f"the {what} is not a JSON object")
@@ -115,7 +118,16 @@ def _numeric(claims: dict[str, object], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TokenRejected(f"claim {name} is not a number")
-    return float(value)
+    # Python's json reads 1e400 as inf and accepts NaN; an int may be too large for a
+    # float. None of these is a NumericDate (RFC 7519 §2), and NaN compares false with
+    # every time, so a NaN `exp` would never expire.
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise TokenRejected(f"claim {name} is not a finite number")
+    return number
 
 
 def audience_matches(aud: object, accepted: Sequence[str]) -> bool:

@@ -44,4 +44,13 @@ def edge_status(
         "listeners": dict(listeners),
         "connections": connections,
         "backends": {name: backend_status(b) for name, b in state.backends.items()},
+        "issuers": _issuers(state),
     }
+
+
+def _issuers(state: EdgeState) -> dict[str, object]:
+    """Each OIDC issuer's key set: kids, age, fetch attempts and the last fetch error."""
+    verifier = state.auth.verifier if state.auth is not None else None
+    if verifier is None:
+        return {}
+    return {s.issuer.name: s.status() for s in verifier.sources.values()}
