@@ -32,6 +32,7 @@ __all__ = [
     "closest",
     "dataclass_keys",
     "existing_file",
+    "header_name",
     "is_dns_name",
     "load_yaml",
     "node_list",
@@ -513,3 +514,16 @@ def existing_file(node: Node, base_dir: str | None) -> str:
             f"file {path!r} does not exist{where}", "give the path of an existing file"
         )
     return path
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # token, RFC 9110 §5.6.2
+
+
+def header_name(text: str, node: Node) -> str:
+    """A header field name, lower-cased (HTTP/2 and the edge's headers are lower-case)."""
+    name = text.lower()
+    if not _HEADER_NAME.fullmatch(name):
+        raise node.error(
+            f"{text!r} is not a valid header name", "use letters, digits and '-', e.g. x-env"
+        )
+    return name

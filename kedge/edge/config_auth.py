@@ -18,6 +18,7 @@ from kedge.core.config_loading import (
     claim_name,
     dataclass_keys,
     existing_file,
+    header_name,
     node_list,
 )
 from kedge.edge.config import (
@@ -49,7 +50,6 @@ __all__ = [
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # token, RFC 9110 §5.6.2
 _ISSUER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 _CLAIM_PATH = re.compile(r"[A-Za-z0-9_:/-]+(\.[A-Za-z0-9_:/-]+)*")
 _PATTERN_FIX = (
@@ -128,8 +128,8 @@ def parse_auth(node: Node | None, base_dir: str | None) -> AuthConfig | None:
         issuers=tuple(issuers),
         max_token_bytes=f.get_size("max_token_bytes", d.max_token_bytes, allow_zero=False),
         token_cache_size=f.get_int("token_cache_size", d.token_cache_size, minimum=0),
-        identity_header=_header_name(identity) if identity is not None else None,
-        strip_headers=tuple(_header_name(n) for n in node_list(f.get("strip_headers"))),
+        identity_header=header_name(identity.as_str(), identity) if identity is not None else None,
+        strip_headers=tuple(header_name(n.as_str(), n) for n in node_list(f.get("strip_headers"))),
         default_route=parse_route_auth(n) if (n := f.get("default_route")) else d.default_route,
         adhoc=parse_route_auth(n) if (n := f.get("adhoc")) else d.adhoc,
     )
@@ -288,13 +288,6 @@ def _claim_path(node: Node | None, default: str) -> str:
             f"claim path {text!r} is not valid",
             "write a claim name, or a dotted path to a nested one (e.g. realm_access.roles)",
         )
-    return text
-
-
-def _header_name(node: Node) -> str:
-    text = node.as_str().lower()
-    if not _HEADER_NAME.fullmatch(text):
-        raise node.error(f"{text!r} is not a valid header name", "use letters, digits and '-'")
     return text
 
 

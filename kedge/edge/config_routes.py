@@ -17,6 +17,7 @@ from kedge.core.config_loading import (
     claim_name,
     closest,
     dataclass_keys,
+    header_name,
     node_list,
 )
 from kedge.core.errors import BadRequest
@@ -36,7 +37,6 @@ from kedge.edge.routing.rules import parse_grpc_method
 __all__ = ["parse_adhoc_rule", "parse_routes"]
 
 _PATH_CHARS = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")  # RFC 3986 §3.3 pchar
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # token, RFC 9110 §5.6.2
 _HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # RFC 1123 §2.1
 
 
@@ -174,7 +174,7 @@ def _headers(node: Node) -> tuple[HeaderMatch, ...]:
     if isinstance(node.value, dict):
         f = node.as_mapping()
         return tuple(
-            HeaderMatch(_header_name(k, node.child(k)), exact=_header_value(node.child(k)))
+            HeaderMatch(header_name(k, node.child(k)), exact=_header_value(node.child(k)))
             for k in f
         )
     if not isinstance(node.value, list):
@@ -186,7 +186,7 @@ def _headers(node: Node) -> tuple[HeaderMatch, ...]:
     for item in node.as_list():
         g = item.as_mapping(dataclass_keys(HeaderMatch))
         name_node = g.require("name", "e.g. `name: x-env`")
-        name = _header_name(name_node.as_str(), name_node)
+        name = header_name(name_node.as_str(), name_node)
         if ("exact" in g) == ("regex" in g):
             raise item.error(
                 "give exactly one of exact or regex", "e.g. `{name: x-env, exact: prod}`"
@@ -205,15 +205,6 @@ def _headers(node: Node) -> tuple[HeaderMatch, ...]:
             ) from None
         out.append(HeaderMatch(name, regex=pattern))
     return tuple(out)
-
-
-def _header_name(text: str, node: Node) -> str:
-    name = text.lower()
-    if not _HEADER_NAME.fullmatch(name):
-        raise node.error(
-            f"{text!r} is not a valid header name", "use letters, digits and '-', e.g. x-env"
-        )
-    return name
 
 
 def _header_value(node: Node) -> str:

@@ -5,10 +5,15 @@
 - After `jwks_ttl` the set is refreshed in the background while the old one keeps
   serving (stale-while-revalidate); while the endpoint fails, the old set serves for
   up to `jwks_max_stale` more, then the issuer's tokens are refused (503 auth-unavailable).
-- An unknown `kid` (a rotation the edge has not seen) triggers a refresh at most once per
-  `unknown_kid_cooldown`, so a flood of made-up `kid`s cannot hammer the provider.
-- After a failed fetch the request path waits a growing backoff (1 s doubling up to the
-  cooldown) before it tries again.
+- An unknown `kid` (a rotation the edge has not seen) joins a fetch under way, or else
+  triggers a refresh at most once per `unknown_kid_cooldown` (counted from the last such
+  refresh, so a TTL refresh or a failed attempt never makes a real new key wait), so a
+  flood of made-up `kid`s cannot hammer the provider.
+- After a failed fetch neither the request path nor the background refresh tries again
+  before a growing backoff (1 s doubling up to the cooldown) has passed.
+- Cached tokens ask `is_current` on every hit: that too starts the background refresh
+  after `jwks_ttl` and stops trusting the set past `jwks_max_stale`, so a workload of
+  cache hits alone still sees rotations and outages.
 - A new set replaces the old one only if it parses and holds a usable key (hardening J15).
 """
 
@@ -99,6 +104,7 @@ class JwksSource:
         self._keys: KeySet | None = None
         self._fetched_at = 0.0  # clock() of the last successful fetch
         self._attempted_at = -1e18  # clock() of the last fetch attempt, either outcome
+        self._kid_refresh_at = -1e18  # clock() of the last refresh an unknown kid started
         self._retry_at = 0.0  # after a failure, no request-path fetch before this
         self._backoff = _FIRST_BACKOFF
         self._jwks_url = issuer.jwks_url
@@ -127,6 +133,27 @@ class JwksSource:
         keys = self._keys
         return keys is not None and (not kid or kid in keys.by_kid)
 
+    def is_current(self, kid: str) -> bool:
+        """Whether a token verified with `kid` may still be served from the token cache:
+        the key is in the set and the set is not past `jwks_max_stale`. Past `jwks_ttl` it
+        also starts the background refresh, as a miss would."""
+        if not self.has_kid(kid):
+            return False
+        now = self._clock()
+        age = now - self._fetched_at
+        if age <= self.issuer.jwks_ttl:
+            return True
+        if age > self.issuer.jwks_ttl + self.issuer.jwks_max_stale:
+            return False  # the miss path refreshes or answers 503
+        self._refresh_stale(now)
+        return True
+
+    def _refresh_stale(self, now: float) -> None:
+        # Stale-while-revalidate, but never sooner than the backoff after a failure: every
+        # request past the TTL would otherwise start a new fetch while the provider is down.
+        if now >= self._retry_at:
+            self._refresh_in_background()
+
     def _usable(self, now: float) -> bool:
         cfg = self.issuer
         return (
@@ -146,19 +173,20 @@ class JwksSource:
                     + (f": {self.last_error}" if self.last_error else "")
                 )
         elif now - self._fetched_at > self.issuer.jwks_ttl:
-            self._refresh_in_background()
+            self._refresh_stale(now)
         keys = self._keys
         assert keys is not None
         found = keys.candidates(kid, alg)
-        if (
-            not found
-            and kid is not None
-            and kid not in keys.by_kid
-            and now - self._attempted_at >= self.issuer.unknown_kid_cooldown
-        ):
-            await self._refresh()
-            keys = self._keys or keys
-            found = keys.candidates(kid, alg)
+        if not found and kid is not None and kid not in keys.by_kid:
+            # Maybe a rotation: a fetch under way may bring the kid (waiting for it costs
+            # the provider nothing); else refresh, at most once per cooldown.
+            joining = self._inflight is not None
+            if joining or now - self._kid_refresh_at >= self.issuer.unknown_kid_cooldown:
+                if not joining:
+                    self._kid_refresh_at = now
+                await self._refresh()
+                keys = self._keys or keys
+                found = keys.candidates(kid, alg)
         return found
 
     def prefetch(self) -> None:

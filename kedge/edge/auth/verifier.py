@@ -58,7 +58,7 @@ class TokenVerifier:
         hit = self._cache.get(token)
         if hit is not None:
             identity, cached_by = hit
-            if now <= identity.expires + cached_by.issuer.leeway and cached_by.has_kid(
+            if now <= identity.expires + cached_by.issuer.leeway and cached_by.is_current(
                 identity.key_id
             ):
                 return identity
