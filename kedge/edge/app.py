@@ -16,6 +16,7 @@ import signal
 import ssl
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import IO
 
 from kedge.core.codec.server_h1 import H1ServerConnection, H1ServerSettings
@@ -329,7 +330,7 @@ class EdgeApp:
 
         rejected = self.metrics.connections_rejected.labels(name)
 
-        def on_open(conn: H1ServerConnection | H2ServerConnection) -> None:
+        def on_open(conn: H1ServerConnection | H2ServerConnection, new: bool = True) -> None:
             limit = self.state.config.limits.max_connections
             if limit and len(self.connections) >= limit:
                 # Hardening Z7: bound memory and file descriptors under a connection
@@ -339,7 +340,8 @@ class EdgeApp:
                 return
             self.connections.add(conn)
             self._no_connections.clear()
-            accepted.inc()
+            if new:
+                accepted.inc()
             active.inc()
             if self.draining:
                 conn.begin_drain()
@@ -360,7 +362,9 @@ class EdgeApp:
                 self.handler,
                 self.request_ids,
                 self.sweeper,
-                on_open=on_open,
+                # After an h2c preface the HTTP/1.1 object already counted the connection
+                # as accepted (it hands over on_close first); after ALPN it never opened.
+                on_open=partial(on_open, new=not data),
                 on_close=on_close,
                 on_flood=lambda kind: floods.labels(name, kind).inc(),
                 on_error=self._on_connection_error,
