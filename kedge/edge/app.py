@@ -247,7 +247,7 @@ class EdgeApp:
 
     def _on_auth_decision(self, ex: Exchange, verdict: Verdict, reason: str) -> None:
         self.metrics.auth_decisions.labels(ex.route, verdict.value).inc()
-        if verdict is Verdict.UNAUTHENTICATED or verdict is Verdict.DENIED:
+        if verdict is not Verdict.ALLOW and verdict is not Verdict.ANONYMOUS:
             self.access_log.log_event(
                 "info",
                 "auth refused",

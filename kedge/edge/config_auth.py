@@ -258,8 +258,12 @@ def _url(node: Node, *, allow_path: bool) -> str:
     """An https URL; plain http only to a loopback address (a provider on the same host):
     keys fetched over plain http could be replaced in transit (hardening J16)."""
     text = node.as_str()
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises ValueError for a port outside 0-65535
+    except ValueError:  # e.g. "https://[::1" (an unclosed IPv6 literal)
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise node.error(f"{text!r} is not an http(s) URL", "write e.g. https://idp.example")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise node.error(
@@ -294,6 +298,11 @@ def _claim_path(node: Node | None, default: str) -> str:
 def _permissions(node: Node) -> tuple[tuple[str, ...], PermissionMode]:
     if isinstance(node.value, list):
         items, mode, where = node.as_list(allow_empty=False), PermissionMode.ANY_OF, node
+    elif not isinstance(node.value, dict):
+        raise node.error(
+            f"expected a list or a mapping, got {type(node.value).__name__}",
+            "write a list (any of them), or `{any_of: [a, b]}` or `{all_of: [a, b]}`",
+        )
     else:
         f = node.as_mapping(("any_of", "all_of"))
         keys = [k for k in ("any_of", "all_of") if k in f]

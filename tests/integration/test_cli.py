@@ -25,6 +25,7 @@ import trustme
 from kedge import __version__
 from tests.support.ops_client import admin_get, curl
 from tests.support.ops_process import REPO, edge_process
+from tests.support.ops_tls import empty_crl
 
 GOOD = """
 listeners:
@@ -213,6 +214,8 @@ def test_every_example_config_checks(tmp: str) -> None:
                 cert.private_key_pem.write_to_path(target)
             elif "ca" in pem:
                 ca.cert_pem.write_to_path(target)
+            elif "crl" in pem:
+                empty_crl(ca, target)
             else:
                 cert.cert_chain_pems[0].write_to_path(target)
     for name in names:

@@ -8,6 +8,7 @@ on 127.0.0.1 and records each request head (GET-style requests without bodies).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import ssl
 from collections.abc import AsyncIterator
@@ -15,8 +16,11 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
 import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-__all__ = ["HttpsBackend", "TlsFiles", "https_backend", "tls_files"]
+__all__ = ["HttpsBackend", "TlsFiles", "empty_crl", "https_backend", "tls_files"]
 
 
 @dataclass(frozen=True)
@@ -83,3 +87,20 @@ async def https_backend(context: ssl.SSLContext) -> AsyncIterator[HttpsBackend]:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def empty_crl(ca: trustme.CA, path: str | os.PathLike[str]) -> None:
+    """An empty CRL signed by `ca`, valid from an hour ago for a day (for `crl_files`)."""
+    key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
+    subject = x509.load_pem_x509_certificate(ca.cert_pem.bytes()).subject
+    now = datetime.datetime.now(datetime.UTC)
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(subject)
+        .last_update(now - datetime.timedelta(hours=1))
+        .next_update(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    with open(path, "wb") as f:
+        f.write(crl.public_bytes(serialization.Encoding.PEM))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import datetime
 import re
 import shutil
 from pathlib import Path
@@ -13,9 +12,6 @@ from typing import Any
 import pytest
 import trustme
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from kedge.core.errors import ConfigError
 from kedge.edge.config import (
@@ -59,6 +55,7 @@ from kedge.edge.config_parser import (
     load_edge_config,
     parse_edge_config,
 )
+from tests.support.ops_tls import empty_crl
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # Files the example configs name, relative to their directory.
@@ -1045,21 +1042,6 @@ def test_bad_configs_name_the_key_and_the_fix(
 # --- files ------------------------------------------------------------------------------
 
 
-def _empty_crl(ca: trustme.CA, path: Path) -> None:
-    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
-    key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
-    now = datetime.datetime.now(datetime.UTC)
-    crl = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca_cert.subject)
-        .last_update(now)
-        .next_update(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
-
-
 def _certs(directory: Path) -> None:
     """Real PEM files at the names the examples use (the parser checks only existence)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -1071,7 +1053,7 @@ def _certs(directory: Path) -> None:
     ca.cert_pem.write_to_path(str(directory / "backend-ca.pem"))
     client.cert_chain_pems[0].write_to_path(str(directory / "client.pem"))
     client.private_key_pem.write_to_path(str(directory / "client-key.pem"))
-    _empty_crl(ca, directory / "crl.pem")
+    empty_crl(ca, directory / "crl.pem")
     assert sorted(p.name for p in directory.iterdir()) == sorted(EXAMPLE_CERT_FILES)
 
 

@@ -19,7 +19,7 @@ from kedge.core.errors import BadRequest, CredentialTooLarge, Unauthenticated
 from kedge.core.http.messages import Headers
 from kedge.edge.config import CredentialSource
 
-__all__ = ["Credential", "challenge", "find_credential", "strip_headers"]
+__all__ = ["Credential", "carries_edge_token", "challenge", "find_credential", "strip_headers"]
 
 _BEARER = re.compile(rb"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*) *")
 _NAMES = {
@@ -85,6 +85,16 @@ def find_credential(
                 raise BadRequest("more than one Authorization header with the edge's token")
             return Credential(_bearer(values[0], source, max_bytes), source)
     return None
+
+
+def carries_edge_token(headers: Headers, addressed_to_edge: Callable[[str], bool]) -> bool:
+    """Whether an `Authorization` header holds a token addressed to the edge. On a listener
+    that reads `Authorization`, such a header never reaches a backend, even when the request
+    proved itself with `Proxy-Authorization` instead."""
+    return any(
+        n == b"authorization" and (t := _edge_token(v)) is not None and addressed_to_edge(t)
+        for n, v in headers
+    )
 
 
 def _edge_token(value: bytes) -> str | None:

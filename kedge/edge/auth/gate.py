@@ -22,7 +22,12 @@ from kedge.core.errors import (
 )
 from kedge.core.http.exchange import Exchange
 from kedge.edge.auth.client_cert import CertIdentities
-from kedge.edge.auth.credentials import Credential, challenge, find_credential, strip_headers
+from kedge.edge.auth.credentials import (
+    carries_edge_token,
+    challenge,
+    find_credential,
+    strip_headers,
+)
 from kedge.edge.auth.jwks import KeysUnavailable
 from kedge.edge.auth.jwt_token import TokenRejected
 from kedge.edge.auth.policy import Verdict, decide
@@ -46,7 +51,13 @@ _NO_AUTH = AuthConfig(default_route=_ANONYMOUS, adhoc=_ANONYMOUS)
 # (kedge.core.http.headers); the configured extras and the identity header are added here.
 _ALWAYS_STRIPPED = frozenset({b"x-kedge-principal", b"x-forwarded-client-cert"})
 
-# (exchange, verdict, reason): the app logs denials and counts every decision.
+_ERROR_VERDICTS = {
+    PermissionDenied.kind: Verdict.DENIED,
+    MisdirectedRequest.kind: Verdict.MISDIRECTED,
+    AuthUnavailable.kind: Verdict.UNAVAILABLE,
+}
+
+# (exchange, verdict, reason): the app logs refusals and counts every decision.
 DecisionHook = Callable[[Exchange, Verdict, str], None]
 
 
@@ -89,10 +100,12 @@ class AuthGate:
         listener = self._listeners.get(ex.listener)
         sources = listener.credentials if listener else (CredentialSource.PROXY_AUTHORIZATION,)
         try:
-            principal, credential = await self._authenticate(ex, listener, policy, sources)
+            principal, drop = await self._authenticate(ex, listener, policy, sources)
             decision = decide(policy, principal)
         except KedgeError as error:
-            self._on_decision(ex, Verdict.UNAUTHENTICATED, error.reason)
+            self._on_decision(
+                ex, _ERROR_VERDICTS.get(error.kind, Verdict.UNAUTHENTICATED), error.reason
+            )
             raise
         verdict = decision.verdict
         ex.principal = principal.name
@@ -104,7 +117,6 @@ class AuthGate:
         head = ex.head
         if self._identity_name is not None and principal.authenticated:
             ex.edge_headers = [(self._identity_name, _header_value(principal.name))]
-        drop = credential is not None and credential.source is CredentialSource.AUTHORIZATION
         if self._strip or drop:
             head.headers = strip_headers(head.headers, self._strip, drop)
 
@@ -114,7 +126,8 @@ class AuthGate:
         listener: ListenerConfig | None,
         policy: RouteAuth,
         sources: tuple[CredentialSource, ...],
-    ) -> tuple[Principal, Credential | None]:
+    ) -> tuple[Principal, bool]:
+        """The caller, and whether `Authorization` carries the edge's token (to strip)."""
         tls = listener.tls if listener is not None else None
         if tls is not None and tls.require_sni_match:
             sni = ex.tls.sni if ex.tls is not None else None
@@ -136,18 +149,23 @@ class AuthGate:
                     "this listener accepts only certificates issued for clientAuth"
                 )
         verifier = self._verifier
-        credential = (
-            find_credential(
-                ex.head.headers,
-                sources,
-                verifier.addressed_to_edge,
-                self._auth.max_token_bytes,
-            )
-            if verifier is not None
-            else None
+        if verifier is None:
+            return Principal(cert, None), False
+        headers = ex.head.headers
+        # Any token of the edge's in `Authorization` is the edge's credential and never
+        # reaches the backend, even when Proxy-Authorization is the one that counted.
+        drop = CredentialSource.AUTHORIZATION in sources and carries_edge_token(
+            headers, verifier.addressed_to_edge
+        )
+        if policy.anonymous:
+            # An anonymous route reads no token: a malformed or oversized one is not its
+            # business.
+            return Principal(cert, None), drop
+        credential = find_credential(
+            headers, sources, verifier.addressed_to_edge, self._auth.max_token_bytes
         )
         token: TokenIdentity | None = None
-        if credential is not None and verifier is not None and not policy.anonymous:
+        if credential is not None:
             try:
                 token = await verifier.verify(credential.token)
             except TokenRejected as exc:
@@ -156,7 +174,7 @@ class AuthGate:
                 ) from None
             except KeysUnavailable as exc:
                 raise AuthUnavailable(str(exc)) from None
-        return Principal(cert, token), credential
+        return Principal(cert, token), drop
 
 
 @lru_cache(maxsize=4096)

@@ -22,6 +22,10 @@ class Verdict(Enum):
     ALLOW = "allow"
     UNAUTHENTICATED = "unauthenticated"
     DENIED = "denied"
+    # Refusals before any policy ran: the SNI rule (421), or no key set to check the
+    # token with (503).
+    MISDIRECTED = "misdirected"
+    UNAVAILABLE = "unavailable"
 
 
 @dataclass(frozen=True, slots=True)

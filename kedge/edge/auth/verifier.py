@@ -4,8 +4,9 @@ A hit costs one dict lookup plus an expiry and key check, so the hot path verifi
 signature; a miss parses, finds the issuer by `iss`, checks the algorithm against the
 issuer's pinned list, verifies the signature with a key from the issuer's JWKS, then checks
 the claims. A cached token stays valid until its `exp` (plus leeway) and only while the key
-that verified it is still in the issuer's key set, so a key removed by rotation stops its
-tokens after the next refresh.
+that verified it is still in the issuer's key set and that set is not past `jwks_max_stale`
+(`JwksSource.is_current`, which also starts the TTL refresh), so a key removed by rotation
+stops its tokens after the next refresh even when every request is a cache hit.
 """
 
 from __future__ import annotations
@@ -75,7 +76,11 @@ class TokenVerifier:
         if not keys:
             raise TokenRejected("the token's signing key is unknown (kid)")
         self.signature_checks += 1
-        if not any(k.verify(parsed.alg, parsed.signing_input, parsed.signature) for k in keys):
+        verified_by = next(
+            (k for k in keys if k.verify(parsed.alg, parsed.signing_input, parsed.signature)),
+            None,
+        )
+        if verified_by is None:
             raise TokenRejected("the signature does not verify")
         claims = parsed.claims
         exp = check_claims(claims, cfg, self._clock())
@@ -85,7 +90,9 @@ class TokenVerifier:
             groups=claim_strings(claims, cfg.groups_claim),
             permissions=claim_strings(claims, cfg.permissions_claim),
             expires=exp,
-            key_id=parsed.kid or "",
+            # The kid of the key that verified it, not the token's: a token without `kid`
+            # must also stop when its key leaves the set.
+            key_id=verified_by.kid,
         )
         if self._cache_size:
             cache = self._cache

@@ -40,7 +40,8 @@ class EdgeMetrics:
       config_generation: kedge_config_generation: generation number of the config in
         use; increases by one with every successful reload.
       auth_decisions: kedge_auth_decisions_total{route,verdict}: one per request that met
-        the auth layer; verdict is anonymous, allow, unauthenticated or denied.
+        the auth layer; verdict is anonymous, allow, unauthenticated, denied, misdirected
+        (the SNI rule) or unavailable (no key set to check a token with).
       draining: kedge_draining: 1 while the edge drains before shutting down, else 0.
       request_bytes: kedge_request_bytes_total{direction}: body bytes proxied, "in" from
         clients and "out" to clients; `bytes_in` and `bytes_out` are its two children.
@@ -79,7 +80,8 @@ class EdgeMetrics:
         )
         self.auth_decisions = r.counter(
             "kedge_auth_decisions_total",
-            "Auth decisions by route and verdict (anonymous, allow, unauthenticated, denied).",
+            "Auth decisions by route and verdict (anonymous, allow, unauthenticated, denied, "
+            "misdirected, unavailable).",
             ("route", "verdict"),
         )
         self.connections_active = r.gauge(
