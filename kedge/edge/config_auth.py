@@ -7,7 +7,6 @@ by `check_auth_consistency` once the whole config is parsed.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import ssl
 from typing import Literal
@@ -21,6 +20,7 @@ from kedge.core.config_loading import (
     header_name,
     node_list,
 )
+from kedge.core.net.hosts import is_loopback_host
 from kedge.edge.config import (
     AuthConfig,
     ClientCertConfig,
@@ -223,7 +223,12 @@ def _issuer(node: Node, base_dir: str | None) -> IssuerConfig:
             "both jwks_url and discovery_url are given", "keep one: a pinned jwks_url wins"
         )
     d = IssuerConfig(name, iss, audiences)
-    algorithms = tuple(n.as_str() for n in node_list(f.get("algorithms"))) or d.algorithms
+    alg_node = f.get("algorithms")
+    algorithms = (
+        tuple(n.as_str() for n in alg_node.as_list(allow_empty=False))
+        if alg_node is not None
+        else d.algorithms
+    )
     for i, alg in enumerate(algorithms):
         if alg not in ASYMMETRIC_ALGORITHMS:
             raise (
@@ -265,22 +270,13 @@ def _url(node: Node, *, allow_path: bool) -> str:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise node.error(f"{text!r} is not an http(s) URL", "write e.g. https://idp.example")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise node.error(
             f"{text!r} uses plain http", "use https (plain http is allowed only for loopback)"
         )
     if parts.query or parts.fragment or (not allow_path and parts.path not in ("", "/")):
         raise node.error(f"{text!r} has parts a provider URL cannot have", "remove ?query/#frag")
     return text
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _claim_path(node: Node | None, default: str) -> str:

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from kedge.core.net.hosts import is_loopback_host
 from kedge.edge.auth.jwk import KeySet, KeySetError, VerificationKey, parse_key_set
 from kedge.edge.config import IssuerConfig
 
@@ -257,7 +258,7 @@ class JwksSource:
         if not isinstance(jwks, str):
             raise ValueError(f"{url}: no jwks_uri")
         parts = urlsplit(jwks)
-        loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
+        loopback = parts.hostname is not None and is_loopback_host(parts.hostname)
         if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
             raise ValueError(f"{url}: jwks_uri {jwks!r} is not https")
         return jwks
