@@ -81,8 +81,7 @@ class AuthGate:
     ) -> None:
         self._auth = config.auth or _NO_AUTH
         self._listeners: Mapping[str, ListenerConfig] = {lst.name: lst for lst in config.listeners}
-        self._verifier = verifier
-        self.verifier = verifier
+        self.verifier = verifier  # also read by /status
         self._certs = certs
         self._on_decision = on_decision
         auth = self._auth
@@ -148,7 +147,7 @@ class AuthGate:
                     "the client certificate has no extendedKeyUsage; "
                     "this listener accepts only certificates issued for clientAuth"
                 )
-        verifier = self._verifier
+        verifier = self.verifier
         if verifier is None:
             return Principal(cert, None), False
         headers = ex.head.headers
