@@ -27,5 +27,14 @@ printf '[ca]\ndefault_ca=d\n[d]\ndatabase=index.txt\ncrlnumber=crlnumber\ndefaul
   "$days" > crl.cnf
 openssl ca -config crl.cnf -gencrl -keyfile backend-ca-key.pem -cert backend-ca.pem -out crl.pem 2>/dev/null
 rm -f crl.cnf index.txt* crlnumber*
-chmod 600 ./*-key.pem
+# A kubeconfig for the `kubernetes:` example (an API server on 127.0.0.1:6443).
+cat > kubeconfig.yaml <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters: [{name: example, cluster: {server: "https://127.0.0.1:6443", certificate-authority: backend-ca.pem}}]
+users: [{name: edge, user: {client-certificate: client.pem, client-key: client-key.pem}}]
+contexts: [{name: example, context: {cluster: example, user: edge}}]
+current-context: example
+KUBECONFIG
+chmod 600 ./*-key.pem kubeconfig.yaml
 echo "wrote example certificates to $(pwd)"

@@ -25,16 +25,14 @@ from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import ConfigError, KedgeError
 from kedge.core.http.exchange import Exchange
 from kedge.core.http.headers import RequestIdGenerator
-from kedge.edge.auth.client_cert import CertIdentities
-from kedge.edge.auth.gate import AuthGate, needs_gate
-from kedge.edge.auth.jwks import HttpJsonFetcher, JwksSource
 from kedge.edge.auth.policy import Verdict
-from kedge.edge.auth.verifier import TokenVerifier
-from kedge.edge.config import EdgeConfig, ListenerConfig
+from kedge.edge.auth.runtime import AuthRuntime
+from kedge.edge.config import EdgeConfig, K8sResolverConfig, ListenerConfig
 from kedge.edge.config_parser import load_edge_config
 from kedge.edge.config_watch import ConfigFileWatcher
 from kedge.edge.demo import start_demo_backend
 from kedge.edge.discovery.factory import make_resolver
+from kedge.edge.discovery.kubernetes.runtime import KubeRuntime
 from kedge.edge.forwarding.backend import Backend
 from kedge.edge.forwarding.forwarder import Forwarder
 from kedge.edge.forwarding.pool import AdhocPools
@@ -137,8 +135,8 @@ class EdgeApp:
             on_connect_failure=lambda b: self.metrics.upstream_connect_failures.labels(b).inc(),
         )
         self.adhoc_pools = AdhocPools(self.sweeper)
-        self.client_certs = CertIdentities()
-        self._verifier: TokenVerifier | None = None
+        self.auth = AuthRuntime(self._on_auth_decision)
+        self.kube = KubeRuntime()
         self._retiring: set[asyncio.Task[None]] = set()
         self.state = self._build_state(config, 1, None)
         self.handler = compose(
@@ -190,60 +188,27 @@ class EdgeApp:
         if table is None:
             table = RouteTable.compile(config.routes, source=config.source)
         backends: dict[str, Backend] = {}
+        kube_changed = old is not None and old.config.kubernetes != config.kubernetes
+        kube = partial(self.kube.watches_for, config.kubernetes)
         for bc in config.backends:
             previous = old.backends.get(bc.name) if old else None
-            if previous is not None and previous.config == bc:
+            on_k8s = isinstance(bc.resolver, K8sResolverConfig)
+            if previous is not None and previous.config == bc and not (on_k8s and kube_changed):
                 backends[bc.name] = previous  # keeps pools, load and endpoints
                 continue
             backends[bc.name] = Backend(
                 bc,
-                make_resolver(bc.resolver),
+                make_resolver(
+                    bc.resolver,
+                    kube=kube,
+                    serve_terminating=config.kubernetes.serve_terminating,
+                ),
                 self.sweeper,
                 max_response_header_bytes=config.limits.max_response_header_bytes,
                 on_change=self._make_backend_on_change(),
                 on_connect=self.metrics.upstream_connections_opened.labels(bc.name).inc,
             )
-        return EdgeState(config, generation, table, backends, self._build_auth(config, old))
-
-    def _build_auth(self, config: EdgeConfig, old: EdgeState | None) -> AuthGate | None:
-        """The auth gate of a config. The token verifier (its cache and the issuers' key
-        sets) carries over a reload that leaves the `auth:` section unchanged."""
-        if not needs_gate(config):
-            return None
-        verifier = None
-        if config.auth is not None and config.auth.issuers:
-            previous = old.config.auth if old is not None else None
-            if previous == config.auth and self._verifier is not None:
-                verifier = self._verifier
-            else:
-                kept = self._verifier.sources if self._verifier is not None else {}
-                sources = [
-                    kept[i.issuer]
-                    if i.issuer in kept and kept[i.issuer].issuer == i
-                    else JwksSource(i, HttpJsonFetcher(i.fetch_timeout, i.ca_file))
-                    for i in config.auth.issuers
-                ]
-                verifier = TokenVerifier(sources, cache_size=config.auth.token_cache_size)
-        self._retire_verifier(verifier)
-        return AuthGate(config, verifier, self.client_certs, self._on_auth_decision)
-
-    def _prefetch_keys(self) -> None:
-        if self._verifier is not None:
-            for source in self._verifier.sources.values():
-                source.prefetch()
-
-    def _retire_verifier(self, new: TokenVerifier | None) -> None:
-        """Close the key sources the new verifier no longer uses."""
-        old = self._verifier
-        self._verifier = new
-        if old is None or old is new:
-            return
-        kept = set(map(id, new.sources.values())) if new is not None else set()
-        for source in old.sources.values():
-            if id(source) not in kept:
-                task = asyncio.get_running_loop().create_task(source.aclose())
-                self._retiring.add(task)
-                task.add_done_callback(self._retiring.discard)
+        return EdgeState(config, generation, table, backends, self.auth.gate_for(config))
 
     def _on_auth_decision(self, ex: Exchange, verdict: Verdict, reason: str) -> None:
         self.metrics.auth_decisions.labels(ex.route, verdict.value).inc()
@@ -281,6 +246,7 @@ class EdgeApp:
             draining=self.draining,
             listeners=self.listener_ports,
             connections=len(self.connections),
+            kubernetes_watches=self.kube.watches.status() if self.kube.watches else None,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -300,7 +266,7 @@ class EdgeApp:
             ),
             cfg.admin.address,
         )
-        self._prefetch_keys()
+        self.auth.prefetch()
         for listener in cfg.listeners:
             await self._listen(listener)
         loop = asyncio.get_running_loop()
@@ -489,7 +455,7 @@ class EdgeApp:
             )
         self._apply_listener_changes(old.config, config)
         self.state = new  # the swap: new exchanges see the new table from here on
-        self._prefetch_keys()
+        self.auth.prefetch()
         loop = asyncio.get_running_loop()
         for name, b in old.backends.items():
             if new.backends.get(name) is not b:
@@ -498,6 +464,12 @@ class EdgeApp:
                 task = loop.create_task(b.aclose())
                 self._retiring.add(task)
                 task.add_done_callback(self._retiring.discard)
+        closing = [w.aclose() for w in self.kube.take_retired()]
+        closing += [s.aclose() for s in self.auth.take_retired()]
+        for coro in closing:
+            task = loop.create_task(coro)
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
         _freeze_long_lived()
         self.metrics.config_reloads.labels("success").inc()
         self.metrics.config_generation.set(new.generation)
@@ -578,8 +550,8 @@ class EdgeApp:
             await self.demo.aclose()
         for b in self.state.backends.values():
             await b.aclose()
-        if self._verifier is not None:
-            await self._verifier.aclose()
+        await self.auth.aclose()
+        await self.kube.aclose()
         self.adhoc_pools.close()
         await self.sweeper.aclose()
         self.access_log.log_event("info", "edge stopped")

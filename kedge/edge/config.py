@@ -32,6 +32,8 @@ __all__ = [
     "Http2Config",
     "Http2FloodLimits",
     "IssuerConfig",
+    "K8sResolverConfig",
+    "KubernetesConfig",
     "LimitsConfig",
     "ListenerConfig",
     "ListenerTls",
@@ -289,7 +291,32 @@ class SrvResolverConfig:
     nameservers: tuple[Address, ...] = ()
 
 
-ResolverConfig = StaticResolverConfig | DnsResolverConfig | SrvResolverConfig
+@dataclass(frozen=True, slots=True)
+class K8sResolverConfig:
+    """A Service's EndpointSlices (kEdge's `k8s` resolver): `<service>.<namespace>:<port>`,
+    the port a number (the endpoints' port) or a Service port name."""
+
+    namespace: str
+    service: str
+    port: int | str
+
+
+ResolverConfig = StaticResolverConfig | DnsResolverConfig | SrvResolverConfig | K8sResolverConfig
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesConfig:
+    """How the edge reaches the Kubernetes API (for `k8s` resolvers and route discovery)."""
+
+    kubeconfig: str | None = None  # None: the in-cluster service account
+    context: str | None = None  # kubeconfig context; None: its current-context
+    api_url: str | None = None  # in cluster; None: from KUBERNETES_SERVICE_HOST/_PORT
+    token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    watch_timeout: float = 300.0  # timeoutSeconds of each watch request (jittered down)
+    backoff_initial: float = 0.5  # after a failed list or watch; doubles, with full jitter
+    backoff_max: float = 30.0
+    serve_terminating: bool = False  # no ready endpoint: use serving-but-terminating ones
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,6 +434,7 @@ class EdgeConfig:
     demo_backend: Address | None = None  # serve the built-in demo backend here
     access_log: bool = True
     auth: AuthConfig | None = None  # None: no auth layer, every route is anonymous
+    kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
 
     def backend(self, name: str) -> BackendConfig:
         for b in self.backends:

@@ -58,6 +58,7 @@ from kedge.edge.config_auth import (
     parse_credentials,
 )
 from kedge.edge.config_http2 import parse_http2
+from kedge.edge.config_kubernetes import parse_k8s_resolver, parse_kubernetes
 from kedge.edge.config_routes import parse_adhoc_rule, parse_routes
 from kedge.edge.tls_contexts import listener_context
 
@@ -77,6 +78,7 @@ _TOP_KEYS = (
     "routes",
     "adhoc",
     "auth",
+    "kubernetes",
 )
 _DEFAULT_CREDENTIALS = ListenerConfig("", Address("", 0)).credentials
 _BACKEND_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
@@ -121,6 +123,7 @@ def parse_edge_config(data: object, source: str, *, base_dir: str | None = None)
         demo_backend=_address(n) if (n := f.get("demo_backend")) else base.demo_backend,
         access_log=f.get_bool("access_log", base.access_log),
         auth=parse_auth(f.get("auth"), base_dir),
+        kubernetes=parse_kubernetes(f.get("kubernetes"), base.kubernetes, base_dir),
     )
     _check_address_clashes(f, config)
     check_auth_consistency(config, root)
@@ -377,7 +380,7 @@ def _retries(node: Node, d: RetryConfig) -> RetryConfig:
 
 # --- resolvers --------------------------------------------------------------------------
 
-_RESOLVER_KINDS = ("static", "dns", "srv")
+_RESOLVER_KINDS = ("static", "dns", "srv", "k8s")
 
 
 def _resolver(node: Node) -> ResolverConfig:
@@ -388,7 +391,7 @@ def _resolver(node: Node) -> ResolverConfig:
             "no resolver given" if not given else f"several resolvers given: {', '.join(given)}"
         )
         raise node.error(
-            f"{problem}; exactly one of static, dns, srv is needed", "keep exactly one"
+            f"{problem}; exactly one of static, dns, srv, k8s is needed", "keep exactly one"
         )
     kind = given[0]
     n = node.child(kind)
@@ -396,6 +399,8 @@ def _resolver(node: Node) -> ResolverConfig:
         return _static(n)
     if kind == "dns":
         return _dns(n)
+    if kind == "k8s":
+        return parse_k8s_resolver(n)
     return _srv(n)
 
 

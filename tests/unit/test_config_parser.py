@@ -30,6 +30,8 @@ from kedge.edge.config import (
     EdgeConfig,
     HeaderMatch,
     IssuerConfig,
+    K8sResolverConfig,
+    KubernetesConfig,
     LimitsConfig,
     ListenerConfig,
     ListenerTls,
@@ -66,6 +68,7 @@ EXAMPLE_CERT_FILES = (
     "client.pem",
     "client-key.pem",
     "crl.pem",
+    "kubeconfig.yaml",
 )
 
 BASE: dict[str, Any] = {
@@ -1054,6 +1057,9 @@ def _certs(directory: Path) -> None:
     client.cert_chain_pems[0].write_to_path(str(directory / "client.pem"))
     client.private_key_pem.write_to_path(str(directory / "client-key.pem"))
     empty_crl(ca, directory / "crl.pem")
+    (directory / "kubeconfig.yaml").write_text(
+        "apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts: []\n"
+    )
     assert sorted(p.name for p in directory.iterdir()) == sorted(EXAMPLE_CERT_FILES)
 
 
@@ -1099,7 +1105,12 @@ def test_full_example_uses_every_key(tmp_path: Path) -> None:
         StaticResolverConfig,
         DnsResolverConfig,
         SrvResolverConfig,
+        K8sResolverConfig,
     }
+    assert config.backend("payments").resolver == K8sResolverConfig("payments", "api", "http")
+    kube = config.kubernetes
+    assert kube.kubeconfig == str(certs / "kubeconfig.yaml") and kube.context == "example"
+    assert (kube.watch_timeout, kube.backoff_initial, kube.serve_terminating) == (300.0, 0.5, False)
     api = config.backend("api")
     assert api.tls == BackendTlsConfig(
         ca_file=str(certs / "backend-ca.pem"),
@@ -1248,6 +1259,8 @@ SCHEMA_KEYS = (
     | {f.name for f in dataclasses.fields(IssuerConfig)}
     | {f.name for f in dataclasses.fields(RouteAuth)} - {"permission_mode"}
     | {"any_of"}
+    | {f.name for f in dataclasses.fields(KubernetesConfig)}
+    | {"k8s"}
 )
 
 

@@ -34,7 +34,12 @@ def backend_status(backend: Backend) -> dict[str, object]:
 
 
 def edge_status(
-    state: EdgeState, *, draining: bool, listeners: Mapping[str, int], connections: int
+    state: EdgeState,
+    *,
+    draining: bool,
+    listeners: Mapping[str, int],
+    connections: int,
+    kubernetes_watches: list[dict[str, object]] | None = None,
 ) -> dict[str, object]:
     return {
         "generation": state.generation,
@@ -45,6 +50,9 @@ def edge_status(
         "connections": connections,
         "backends": {name: backend_status(b) for name, b in state.backends.items()},
         "issuers": _issuers(state),
+        # Each shared list/watch: its query, subscribers, objects held, list and watch
+        # requests made, and the last error (the state keeps serving through errors).
+        "kubernetes_watches": kubernetes_watches or [],
     }
 
 

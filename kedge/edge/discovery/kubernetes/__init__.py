@@ -1,0 +1,1 @@
+"""Kubernetes discovery: EndpointSlice resolvers over shared list/watch streams."""
