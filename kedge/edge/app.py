@@ -16,6 +16,7 @@ import signal
 import ssl
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import IO
 
@@ -27,12 +28,14 @@ from kedge.core.http.exchange import Exchange
 from kedge.core.http.headers import RequestIdGenerator
 from kedge.edge.auth.policy import Verdict
 from kedge.edge.auth.runtime import AuthRuntime
-from kedge.edge.config import EdgeConfig, K8sResolverConfig, ListenerConfig
+from kedge.edge.config import EdgeConfig, K8sResolverConfig, KubernetesConfig, ListenerConfig
 from kedge.edge.config_parser import load_edge_config
 from kedge.edge.config_watch import ConfigFileWatcher
 from kedge.edge.demo import start_demo_backend
 from kedge.edge.discovery.factory import make_resolver
+from kedge.edge.discovery.kubernetes.route_discovery import RouteDiscovery
 from kedge.edge.discovery.kubernetes.runtime import KubeRuntime
+from kedge.edge.discovery.kubernetes.services import Generated, generate
 from kedge.edge.forwarding.backend import Backend
 from kedge.edge.forwarding.forwarder import Forwarder
 from kedge.edge.forwarding.pool import AdhocPools
@@ -41,7 +44,7 @@ from kedge.edge.observability.access_log import AccessLog
 from kedge.edge.observability.admin import AdminServer, make_admin_app, start_admin
 from kedge.edge.observability.edge_metrics import EdgeMetrics
 from kedge.edge.observability.metrics import MetricsRegistry
-from kedge.edge.observability.status import edge_status
+from kedge.edge.observability.status import discovery_status, edge_status
 from kedge.edge.routing.table import RouteTable
 from kedge.edge.state import EdgeState
 from kedge.edge.tls_contexts import listener_context
@@ -99,12 +102,6 @@ def _listener_body_limit(config: EdgeConfig) -> int:
     return 0 if 0 in limits else max(limits)
 
 
-def _load_and_compile(path: str) -> tuple[EdgeConfig, RouteTable]:
-    """Parse a config file and compile its route table (pure work, run in a thread)."""
-    config = load_edge_config(path)
-    return config, RouteTable.compile(config.routes, source=config.source)
-
-
 def _freeze_long_lived() -> None:
     """Move what exists now (modules, config, route table) out of the cyclic GC's reach.
 
@@ -137,6 +134,10 @@ class EdgeApp:
         self.adhoc_pools = AdhocPools(self.sweeper)
         self.auth = AuthRuntime(self._on_auth_decision)
         self.kube = KubeRuntime()
+        self.file_config = config  # the config file's own; state.config adds discovered routes
+        self._discovery: RouteDiscovery | None = None
+        self._discovery_kube: KubernetesConfig | None = None
+        self.discovery_report = Generated((), (), (), 0)
         self._retiring: set[asyncio.Task[None]] = set()
         self.state = self._build_state(config, 1, None)
         self.handler = compose(
@@ -234,6 +235,8 @@ class EdgeApp:
         if self.draining:
             return False, "draining"
         if not self._started_ready:
+            if self._discovery is not None and not self._discovery.first_sync.is_set():
+                return False, "route discovery has not listed its Services yet"
             pending = sorted(n for n, b in self.state.backends.items() if not b.synced)
             if pending:
                 return False, "resolvers not synced: " + ", ".join(pending)
@@ -247,6 +250,9 @@ class EdgeApp:
             listeners=self.listener_ports,
             connections=len(self.connections),
             kubernetes_watches=self.kube.watches.status() if self.kube.watches else None,
+            discovery=discovery_status(self.discovery_report)
+            if self._discovery is not None
+            else None,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -267,6 +273,7 @@ class EdgeApp:
             cfg.admin.address,
         )
         self.auth.prefetch()
+        self._sync_discovery(self.file_config)
         for listener in cfg.listeners:
             await self._listen(listener)
         loop = asyncio.get_running_loop()
@@ -425,20 +432,51 @@ class EdgeApp:
         if self._watcher is not None:
             self._watcher.mark_read()
         try:
-            # Parsing and compiling a large table takes seconds (100k routes: ~2 s of
-            # compile): do it off the event loop, which keeps serving meanwhile.
-            config, table = await asyncio.to_thread(_load_and_compile, self.config_path)
-            old = self.state
-            new = self._build_state(config, old.generation + 1, old, table)
+            config = await asyncio.to_thread(load_edge_config, self.config_path)
         except (ConfigError, OSError) as exc:
-            # OSError: the file parsed, but a backend could not be built from it (e.g. a CA
-            # file with no certificate in it; ssl.SSLError is an OSError).
-            error = str(exc) if isinstance(exc, ConfigError) else f"{self.config_path}: {exc}"
-            self.metrics.config_reloads.labels("failure").inc()
-            self.access_log.log_event(
-                "error", "config reload failed; keeping the old config", reason=why, error=error
-            )
-            self.access_log.flush()
+            self._reload_failed(why, exc)
+            return False
+        return await self._swap(config, why, reload=True)
+
+    def _reload_failed(self, why: str, exc: Exception) -> None:
+        # OSError: the file parsed, but a backend could not be built from it (e.g. a CA
+        # file with no certificate in it; ssl.SSLError is an OSError).
+        error = str(exc) if isinstance(exc, ConfigError) else f"{self.config_path}: {exc}"
+        self.metrics.config_reloads.labels("failure").inc()
+        self.access_log.log_event(
+            "error", "config reload failed; keeping the old config", reason=why, error=error
+        )
+        self.access_log.flush()
+
+    def _merged(self, config: EdgeConfig) -> EdgeConfig:
+        """The file's config plus the routes and backends discovery generates from it."""
+        d = config.kubernetes.discovery
+        found = self._discovery
+        if d is None or found is None or not found.synced:
+            return config
+        generated = generate(found.services(), d, config.routes, has_auth=config.auth is not None)
+        self._report_discovery(generated)
+        return replace(
+            config,
+            routes=config.routes + generated.routes,
+            backends=config.backends + generated.backends,
+        )
+
+    async def _swap(self, config: EdgeConfig, why: str, *, reload: bool) -> bool:
+        """Build the state of `config` (the file's, plus discovered routes), start its new
+        backends, wait (bounded) until they resolved, and swap it in."""
+        merged = self._merged(config)
+        try:
+            # Compiling a large table takes seconds (100k routes: ~2 s): do it off the
+            # event loop, which keeps serving meanwhile.
+            table = await asyncio.to_thread(RouteTable.compile, merged.routes, source=merged.source)
+            old = self.state
+            new = self._build_state(merged, old.generation + 1, old, table)
+        except (ConfigError, OSError) as exc:
+            if reload:
+                self._reload_failed(why, exc)
+            else:
+                self.access_log.log_event("error", "discovered routes not applied", error=str(exc))
             return False
         fresh = [b for n, b in new.backends.items() if old.backends.get(n) is not b]
         try:
@@ -451,37 +489,77 @@ class EdgeApp:
             raise
         if pending:
             self.access_log.log_event(
-                "warning", "reloading before these backends resolved", backends=pending
+                "warning", "swapping in before these backends resolved", backends=pending
             )
-        self._apply_listener_changes(old.config, config)
+        self._apply_listener_changes(old.config, merged)
+        self.file_config = config
         self.state = new  # the swap: new exchanges see the new table from here on
         self.auth.prefetch()
+        self._retire(old, new)
+        self._sync_discovery(config)
+        _freeze_long_lived()
+        self.metrics.config_generation.set(new.generation)
+        if reload:
+            self.metrics.config_reloads.labels("success").inc()
+        self.access_log.log_event(
+            "info",
+            "config reloaded" if reload else "discovered routes applied",
+            reason=why,
+            generation=new.generation,
+            routes=len(merged.routes),
+        )
+        self.access_log.flush()
+        return True
+
+    def _retire(self, old: EdgeState, new: EdgeState) -> None:
+        """Close what the old state had and the new one does not use."""
         loop = asyncio.get_running_loop()
-        for name, b in old.backends.items():
-            if new.backends.get(name) is not b:
-                # In-flight exchanges may still hold it: its pools close connections as
-                # they are released, and its resolver stops now.
-                task = loop.create_task(b.aclose())
-                self._retiring.add(task)
-                task.add_done_callback(self._retiring.discard)
-        closing = [w.aclose() for w in self.kube.take_retired()]
+        # In-flight exchanges may still hold an old backend: its pools close connections
+        # as they are released, and its resolver stops now.
+        closing = [b.aclose() for n, b in old.backends.items() if new.backends.get(n) is not b]
+        closing += [w.aclose() for w in self.kube.take_retired()]
         closing += [s.aclose() for s in self.auth.take_retired()]
         for coro in closing:
             task = loop.create_task(coro)
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
-        _freeze_long_lived()
-        self.metrics.config_reloads.labels("success").inc()
-        self.metrics.config_generation.set(new.generation)
-        self.access_log.log_event(
-            "info",
-            "config reloaded",
-            reason=why,
-            generation=new.generation,
-            routes=len(config.routes),
-        )
-        self.access_log.flush()
-        return True
+
+    # -- route discovery --------------------------------------------------------------
+    def _sync_discovery(self, config: EdgeConfig) -> None:
+        """Start, stop or restart route discovery to match `config`."""
+        d = config.kubernetes.discovery
+        current = self._discovery
+        if current is not None and (
+            d is None or current.config != d or self._discovery_kube != config.kubernetes
+        ):
+            self._discovery = None
+            task = asyncio.get_running_loop().create_task(current.aclose())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+            current = None
+        if d is not None and current is None:
+            self._discovery_kube = config.kubernetes
+            self._discovery = RouteDiscovery(
+                d, self.kube.watches_for(config.kubernetes), self._discovery_changed
+            )
+            self._discovery.start()
+
+    async def _discovery_changed(self) -> None:
+        async with self._reload_lock:
+            await self._swap(self.file_config, "services changed", reload=False)
+
+    def _report_discovery(self, generated: Generated) -> None:
+        before = {(p.service, p.message) for p in self.discovery_report.problems}
+        for p in generated.problems:
+            if (p.service, p.message) not in before:
+                self.access_log.log_event(
+                    "warning", "discovery skipped", service=p.service, kind=p.kind, reason=p.message
+                )
+        self.discovery_report = generated
+        m = self.metrics
+        m.discovered_routes.set(len(generated.routes))
+        for kind in ("invalid", "conflict"):
+            m.discovery_problems.labels(kind).set(sum(p.kind == kind for p in generated.problems))
 
     def _apply_listener_changes(self, old: EdgeConfig, new: EdgeConfig) -> None:
         for lst in new.listeners:
@@ -550,6 +628,8 @@ class EdgeApp:
             await self.demo.aclose()
         for b in self.state.backends.values():
             await b.aclose()
+        if self._discovery is not None:
+            await self._discovery.aclose()
         await self.auth.aclose()
         await self.kube.aclose()
         self.adhoc_pools.close()

@@ -26,6 +26,7 @@ __all__ = [
     "ClientCertConfig",
     "ClientCertMode",
     "CredentialSource",
+    "DiscoveryConfig",
     "DnsResolverConfig",
     "EdgeConfig",
     "HeaderMatch",
@@ -305,6 +306,16 @@ ResolverConfig = StaticResolverConfig | DnsResolverConfig | SrvResolverConfig | 
 
 
 @dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    """Routes generated from Services labelled `<label_prefix>kedge-exposed`."""
+
+    domain_suffix: str  # generated hosts: <service>.<namespace>.<domain_suffix>
+    label_prefix: str = "kedge.io/"  # also the prefix of the annotations read
+    namespaces: tuple[str, ...] = ()  # empty: all namespaces
+    settle: float = 0.2  # wait this long after a change for more before rebuilding
+
+
+@dataclass(frozen=True, slots=True)
 class KubernetesConfig:
     """How the edge reaches the Kubernetes API (for `k8s` resolvers and route discovery)."""
 
@@ -317,6 +328,7 @@ class KubernetesConfig:
     backoff_initial: float = 0.5  # after a failed list or watch; doubles, with full jitter
     backoff_max: float = 30.0
     serve_terminating: bool = False  # no ready endpoint: use serving-but-terminating ones
+    discovery: DiscoveryConfig | None = None  # None: no route discovery
 
 
 @dataclass(frozen=True, slots=True)

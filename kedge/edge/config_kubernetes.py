@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 
-from kedge.core.config_loading import Node, dataclass_keys, existing_file
-from kedge.edge.config import K8sResolverConfig, KubernetesConfig
+from kedge.core.config_loading import Node, dataclass_keys, existing_file, node_list
+from kedge.edge.config import DiscoveryConfig, K8sResolverConfig, KubernetesConfig
 from kedge.edge.discovery.kubernetes.target import parse_k8s_target
 
 __all__ = ["parse_k8s_resolver", "parse_kubernetes"]
@@ -53,4 +54,36 @@ def parse_kubernetes(
         backoff_initial=backoff_initial,
         backoff_max=backoff_max,
         serve_terminating=f.get_bool("serve_terminating", d.serve_terminating),
+        discovery=_discovery(n) if (n := f.get("discovery")) is not None else None,
+    )
+
+
+_DNS_NAME = re.compile(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_LABEL_PREFIX = re.compile(r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _discovery(node: Node) -> DiscoveryConfig:
+    f = node.as_mapping(dataclass_keys(DiscoveryConfig))
+    suffix_node = f.require("domain_suffix", "e.g. `domain_suffix: cluster-a.internal`")
+    suffix = suffix_node.as_str().lower().strip(".")
+    if not _DNS_NAME.fullmatch(suffix):
+        raise suffix_node.error(f"{suffix!r} is not a DNS name", "e.g. cluster-a.internal")
+    d = DiscoveryConfig(suffix)
+    prefix = f.get_str("label_prefix", d.label_prefix, allow_empty=True)
+    if not _LABEL_PREFIX.fullmatch(prefix):
+        raise node.child("label_prefix").error(
+            f"{prefix!r} is not a label prefix", "a DNS subdomain and '/', e.g. kedge.io/"
+        )
+    namespaces = []
+    for n in node_list(f.get("namespaces")):
+        ns = n.as_str()
+        if not _NAMESPACE.fullmatch(ns):
+            raise n.error(f"{ns!r} is not a namespace name", "lower-case letters, digits, '-'")
+        namespaces.append(ns)
+    return DiscoveryConfig(
+        domain_suffix=suffix,
+        label_prefix=prefix,
+        namespaces=tuple(namespaces),
+        settle=f.get_duration("settle", d.settle),
     )

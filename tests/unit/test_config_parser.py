@@ -26,6 +26,7 @@ from kedge.edge.config import (
     ClientCertConfig,
     ClientCertMode,
     CredentialSource,
+    DiscoveryConfig,
     DnsResolverConfig,
     EdgeConfig,
     HeaderMatch,
@@ -1111,6 +1112,9 @@ def test_full_example_uses_every_key(tmp_path: Path) -> None:
     kube = config.kubernetes
     assert kube.kubeconfig == str(certs / "kubeconfig.yaml") and kube.context == "example"
     assert (kube.watch_timeout, kube.backoff_initial, kube.serve_terminating) == (300.0, 0.5, False)
+    assert kube.discovery == DiscoveryConfig(
+        "cluster-a.internal", "kedge.io/", ("apps", "payments"), 0.2
+    )
     api = config.backend("api")
     assert api.tls == BackendTlsConfig(
         ca_file=str(certs / "backend-ca.pem"),
@@ -1260,6 +1264,7 @@ SCHEMA_KEYS = (
     | {f.name for f in dataclasses.fields(RouteAuth)} - {"permission_mode"}
     | {"any_of"}
     | {f.name for f in dataclasses.fields(KubernetesConfig)}
+    | {f.name for f in dataclasses.fields(DiscoveryConfig)}
     | {"k8s"}
 )
 

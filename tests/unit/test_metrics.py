@@ -317,6 +317,8 @@ def test_edge_metrics_names_types_and_labels() -> None:
     m.connections_active.labels("web").inc()
     m.h2_floods.labels("web", "ping-flood").inc()
     m.auth_decisions.labels("api", "allow").inc()
+    m.discovered_routes.set(2)
+    m.discovery_problems.labels("invalid").set(1)
     for family in (m.upstream_connections_opened, m.upstream_connect_failures):
         family.labels("api-pool").inc()
     m.upstream_retries.labels("api-pool").inc()
@@ -337,6 +339,8 @@ def test_edge_metrics_names_types_and_labels() -> None:
         "kedge_connections_active": "gauge",
         "kedge_http2_connections_closed_total": "counter",
         "kedge_auth_decisions_total": "counter",
+        "kedge_discovered_routes": "gauge",
+        "kedge_discovery_problems": "gauge",
         "kedge_upstream_connections_opened_total": "counter",
         "kedge_upstream_connect_failures_total": "counter",
         "kedge_upstream_retries_total": "counter",

@@ -42,6 +42,9 @@ class EdgeMetrics:
       auth_decisions: kedge_auth_decisions_total{route,verdict}: one per request that met
         the auth layer; verdict is anonymous, allow, unauthenticated, denied, misdirected
         (the SNI rule) or unavailable (no key set to check a token with).
+      discovered_routes: kedge_discovered_routes: routes generated from Services now.
+      discovery_problems: kedge_discovery_problems{kind}: Services skipped as invalid, or
+        ports skipped because a route already serves their host and port (conflict).
       draining: kedge_draining: 1 while the edge drains before shutting down, else 0.
       request_bytes: kedge_request_bytes_total{direction}: body bytes proxied, "in" from
         clients and "out" to clients; `bytes_in` and `bytes_out` are its two children.
@@ -83,6 +86,14 @@ class EdgeMetrics:
             "Auth decisions by route and verdict (anonymous, allow, unauthenticated, denied, "
             "misdirected, unavailable).",
             ("route", "verdict"),
+        )
+        self.discovered_routes = r.gauge(
+            "kedge_discovered_routes", "Routes generated from labelled Kubernetes Services."
+        )
+        self.discovery_problems = r.gauge(
+            "kedge_discovery_problems",
+            "Labelled Services (invalid) or ports (conflict) route discovery skipped.",
+            ("kind",),
         )
         self.connections_active = r.gauge(
             "kedge_connections_active", "Client connections open now.", ("listener",)

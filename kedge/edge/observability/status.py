@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from kedge.edge.discovery.kubernetes.services import Generated
 from kedge.edge.forwarding.backend import Backend
 from kedge.edge.state import EdgeState
 
-__all__ = ["backend_status", "edge_status"]
+__all__ = ["backend_status", "discovery_status", "edge_status"]
 
 
 def backend_status(backend: Backend) -> dict[str, object]:
@@ -40,6 +41,7 @@ def edge_status(
     listeners: Mapping[str, int],
     connections: int,
     kubernetes_watches: list[dict[str, object]] | None = None,
+    discovery: dict[str, object] | None = None,
 ) -> dict[str, object]:
     return {
         "generation": state.generation,
@@ -53,6 +55,19 @@ def edge_status(
         # Each shared list/watch: its query, subscribers, objects held, list and watch
         # requests made, and the last error (the state keeps serving through errors).
         "kubernetes_watches": kubernetes_watches or [],
+        "discovery": discovery,
+    }
+
+
+def discovery_status(generated: Generated) -> dict[str, object]:
+    """Route discovery: Services published, routes made, and every Service or port it
+    skipped, with the reason (one bad Service never holds up the others)."""
+    return {
+        "services": generated.services,
+        "routes": [r.name for r in generated.routes],
+        "problems": [
+            {"service": p.service, "kind": p.kind, "message": p.message} for p in generated.problems
+        ],
     }
 
 
