@@ -15,6 +15,7 @@ from collections.abc import Callable
 from kedge.core.codec.client_h2 import H2ClientConnection
 from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import UpstreamConnectError
+from kedge.core.net.dial import dial
 from kedge.edge.config import Address, PoolConfig
 
 __all__ = ["H2EndpointPool"]
@@ -95,31 +96,20 @@ class H2EndpointPool:
                 await asyncio.sleep(min(0.01, remaining))
 
     async def _connect(self) -> H2ClientConnection:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self._connect_timeout):
-                transport, conn = await loop.create_connection(
-                    lambda: H2ClientConnection(
-                        self.key,
-                        self._max_header_bytes,
-                        on_lost=self._lost,
-                        idle_timeout=self._config.idle_timeout,
-                    ),
-                    self.address.host,
-                    self.address.port,
-                    ssl=self._ssl,
-                    server_hostname=self._server_hostname if self._ssl else None,
-                )
-        except TimeoutError:
-            raise UpstreamConnectError(
-                f"connect to {self.key} timed out after {self._connect_timeout:g}s"
-            ) from None
-        except ssl.SSLError as exc:
-            raise UpstreamConnectError(f"TLS to {self.key} failed: {exc.reason or exc}") from None
-        except OSError as exc:
-            raise UpstreamConnectError(
-                f"connect to {self.key} failed: {exc.strerror or exc}"
-            ) from None
+        transport, conn = await dial(
+            lambda: H2ClientConnection(
+                self.key,
+                self._max_header_bytes,
+                on_lost=self._lost,
+                idle_timeout=self._config.idle_timeout,
+            ),
+            self.address.host,
+            self.address.port,
+            key=self.key,
+            connect_timeout=self._connect_timeout,
+            ssl_context=self._ssl,
+            server_hostname=self._server_hostname,
+        )
         if self._ssl is not None:
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":

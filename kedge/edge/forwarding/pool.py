@@ -17,6 +17,7 @@ from collections.abc import Callable
 from kedge.core.codec.client_h1 import H1ClientConnection
 from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import UpstreamConnectError
+from kedge.core.net.dial import dial
 from kedge.edge.config import Address, AdhocRule, PoolConfig
 
 __all__ = ["AdhocPools", "EndpointPool"]
@@ -85,30 +86,20 @@ class EndpointPool:
 
     async def connect(self) -> H1ClientConnection:
         """A new connection, bypassing the idle set."""
-        loop = asyncio.get_running_loop()
         self.open_connections += 1
         try:
-            async with asyncio.timeout(self._connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: H1ClientConnection(self.key, self._sweeper, self._max_header_bytes),
-                    self.address.host,
-                    self.address.port,
-                    ssl=self._ssl,
-                    server_hostname=self._server_hostname if self._ssl else None,
-                )
-        except TimeoutError:
+            _, conn = await dial(
+                lambda: H1ClientConnection(self.key, self._sweeper, self._max_header_bytes),
+                self.address.host,
+                self.address.port,
+                key=self.key,
+                connect_timeout=self._connect_timeout,
+                ssl_context=self._ssl,
+                server_hostname=self._server_hostname,
+            )
+        except UpstreamConnectError:
             self._slot_freed()
-            raise UpstreamConnectError(
-                f"connect to {self.key} timed out after {self._connect_timeout:g}s"
-            ) from None
-        except ssl.SSLError as exc:
-            self._slot_freed()
-            raise UpstreamConnectError(f"TLS to {self.key} failed: {exc.reason or exc}") from None
-        except OSError as exc:
-            self._slot_freed()
-            raise UpstreamConnectError(
-                f"connect to {self.key} failed: {exc.strerror or exc}"
-            ) from None
+            raise
         self.opened_total += 1
         if self._on_connect is not None:
             self._on_connect()
