@@ -14,7 +14,8 @@ Generated routes come after the hand-written ones, ordered by namespace, Service
 the same input always gives the same table (kEdge re-sorted everything, unstably). A bad
 Service is reported and skipped; it never holds up the others. A generated route whose
 host and port a hand-written route (or an earlier generated one) already serves is
-reported as a conflict and left out: the hand-written route wins.
+reported as a conflict and left out: the hand-written route wins. A route without `port`
+serves every port of its host, and one without gRPC methods serves gRPC calls too.
 """
 
 from __future__ import annotations
@@ -178,6 +179,14 @@ def _key(route: RouteConfig) -> tuple[str | None, int | None, bool]:
     return route.match.host, route.match.port, bool(route.match.grpc_methods)
 
 
+def _served_by(route: RouteConfig) -> list[tuple[str | None, int | None, bool]]:
+    """The keys of earlier routes that take `route`'s requests: the same host on its port
+    or on any port (no `port`); for a gRPC route, also plain routes, which match gRPC
+    calls too. Exact keys first, so the report names the closest owner."""
+    host, port, grpc = _key(route)
+    return [(host, p, g) for g in ((True, False) if grpc else (False,)) for p in (port, None)]
+
+
 def generate(
     services: Iterable[Mapping[str, Any]],
     cfg: DiscoveryConfig,
@@ -207,7 +216,7 @@ def generate(
             continue
         kept = 0
         for route, backend in pairs:
-            owner = taken.get(_key(route))
+            owner = next((taken[k] for k in _served_by(route) if k in taken), None)
             if owner is not None:
                 problems.append(
                     Problem(
