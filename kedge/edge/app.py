@@ -15,10 +15,10 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
-from typing import IO
+from typing import IO, Any
 
 from kedge.core.codec.server_h1 import H1ServerConnection, H1ServerSettings
 from kedge.core.codec.server_h2 import H2ServerConnection, H2ServerSettings
@@ -34,7 +34,7 @@ from kedge.edge.config_watch import ConfigFileWatcher
 from kedge.edge.demo import start_demo_backend
 from kedge.edge.discovery.factory import make_resolver
 from kedge.edge.discovery.kubernetes.route_discovery import RouteDiscovery
-from kedge.edge.discovery.kubernetes.runtime import KubeRuntime
+from kedge.edge.discovery.kubernetes.runtime import KubeRuntime, without_discovery
 from kedge.edge.discovery.kubernetes.services import Generated, generate
 from kedge.edge.forwarding.backend import Backend
 from kedge.edge.forwarding.forwarder import Forwarder
@@ -138,6 +138,7 @@ class EdgeApp:
         self._discovery: RouteDiscovery | None = None
         self._discovery_kube: KubernetesConfig | None = None
         self.discovery_report = Generated((), (), (), 0)
+        self._discovered_services: list[Mapping[str, Any]] | None = None  # the last listed
         self._retiring: set[asyncio.Task[None]] = set()
         self.state = self._build_state(config, 1, None)
         self.handler = compose(
@@ -189,7 +190,9 @@ class EdgeApp:
         if table is None:
             table = RouteTable.compile(config.routes, source=config.source)
         backends: dict[str, Backend] = {}
-        kube_changed = old is not None and old.config.kubernetes != config.kubernetes
+        kube_changed = old is not None and without_discovery(
+            old.config.kubernetes
+        ) != without_discovery(config.kubernetes)
         kube = partial(self.kube.watches_for, config.kubernetes)
         for bc in config.backends:
             previous = old.backends.get(bc.name) if old else None
@@ -452,9 +455,21 @@ class EdgeApp:
         """The file's config plus the routes and backends discovery generates from it."""
         d = config.kubernetes.discovery
         found = self._discovery
-        if d is None or found is None or not found.synced:
+        if d is None or found is None:
             return config
-        generated = generate(found.services(), d, config.routes, has_auth=config.auth is not None)
+        if found.synced:
+            self._discovered_services = found.services()
+        elif self._discovered_services is None:
+            return config  # nothing listed yet
+        # A discovery restarted by a reload (new namespaces or API settings) has not listed
+        # yet: the Services last seen keep their routes meanwhile, or a second reload during
+        # an API outage would withdraw them all.
+        services = [
+            s
+            for s in self._discovered_services
+            if not d.namespaces or (s.get("metadata") or {}).get("namespace") in d.namespaces
+        ]
+        generated = generate(services, d, config.routes, has_auth=config.auth is not None)
         self._report_discovery(generated)
         return replace(
             config,
@@ -530,15 +545,20 @@ class EdgeApp:
         d = config.kubernetes.discovery
         current = self._discovery
         if current is not None and (
-            d is None or current.config != d or self._discovery_kube != config.kubernetes
+            d is None
+            or current.config != d
+            or self._discovery_kube != without_discovery(config.kubernetes)
         ):
             self._discovery = None
             task = asyncio.get_running_loop().create_task(current.aclose())
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
             current = None
+            if d is None:  # turned off: nothing is discovered now (gauges back to 0)
+                self._discovered_services = None
+                self._report_discovery(Generated((), (), (), 0))
         if d is not None and current is None:
-            self._discovery_kube = config.kubernetes
+            self._discovery_kube = without_discovery(config.kubernetes)
             self._discovery = RouteDiscovery(
                 d, self.kube.watches_for(config.kubernetes), self._discovery_changed
             )

@@ -7,12 +7,23 @@ for `take_retired` so the app closes it after the swap, once nothing new uses it
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from kedge.edge.config import KubernetesConfig
 from kedge.edge.discovery.kubernetes.api import KubeApi
 from kedge.edge.discovery.kubernetes.credentials import credentials_for
 from kedge.edge.discovery.kubernetes.watches import KubeWatches, WatchSettings
 
-__all__ = ["KubeRuntime"]
+__all__ = ["KubeRuntime", "without_discovery"]
+
+
+def without_discovery(config: KubernetesConfig) -> KubernetesConfig:
+    """What the API connection and the `k8s` resolvers depend on: all but `discovery`.
+
+    Changing route discovery's settings must not reconnect and relist every watch (nor,
+    during an API outage, leave every `k8s` backend empty).
+    """
+    return replace(config, discovery=None)
 
 
 class KubeRuntime:
@@ -26,6 +37,7 @@ class KubeRuntime:
 
     def watches_for(self, config: KubernetesConfig) -> KubeWatches:
         """OSError when the API cannot be reached at all (no kubeconfig, not in a pod)."""
+        config = without_discovery(config)
         if self._current is None or self._current[0] != config:
             settings = WatchSettings(
                 config.watch_timeout, config.backoff_initial, config.backoff_max

@@ -34,6 +34,8 @@ log = logging.getLogger("kedge.kubernetes")
 Objects = Mapping[str, Mapping[str, Any]]  # "<namespace>/<name>" -> object
 Subscriber = Callable[[Objects], None]
 
+_SHORT_WATCH = 1.0  # seconds: a watch that ends sooner with no event counts as a failure
+
 
 @dataclass(frozen=True, slots=True)
 class Query:
@@ -103,7 +105,8 @@ class ListWatch:
         self.objects = objects  # the swap: one assignment, then one publish
         self._publish()
 
-    async def _watch(self) -> None:
+    async def _watch(self) -> int:
+        """One watch request until the server ends it; the number of events it brought."""
         self.watches += 1
         s = self._settings
         timeout = max(1, int(s.watch_timeout * random.uniform(0.75, 1.0)))
@@ -116,7 +119,9 @@ class ListWatch:
             params["labelSelector"] = self.query.label_selector
         objects = self.objects
         assert objects is not None
+        events = 0
         async for event in self._api.watch(self.query.path, params, read_timeout=timeout + 30):
+            events += 1
             kind, obj = event.get("type"), event["object"]
             if (rv := _resource_version(obj)) is not None:
                 self._resource_version = rv
@@ -132,16 +137,28 @@ class ListWatch:
             else:
                 continue
             self._publish()
+        return events
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         backoff = self._settings.backoff_initial
         while True:
             try:
                 if self.objects is None or not self._resource_version:
                     await self._list()
-                await self._watch()
-                backoff = self._settings.backoff_initial  # a clean end (timeoutSeconds)
-                continue
+                started = loop.time()
+                events = await self._watch()
+                if events or loop.time() - started >= _SHORT_WATCH:
+                    backoff = self._settings.backoff_initial  # a clean end (timeoutSeconds)
+                    continue
+                # Ended at once with nothing in it (a proxy or an overloaded API server
+                # closing streams): resuming at once would hammer the API in a tight loop,
+                # so back off as after an error (client-go's reflector does the same).
+                self.last_error = "the API server ended the watch at once, with no event"
+                log.warning(
+                    "kubernetes watch ended at once; backing off",
+                    extra={"query": str(self.query)},
+                )
             except Expired:
                 log.info("watch expired; listing again", extra={"query": str(self.query)})
                 self._resource_version = ""
