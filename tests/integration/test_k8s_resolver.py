@@ -744,11 +744,6 @@ async def test_a_reload_that_changes_the_kubernetes_section_replaces_the_watch(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="a reload that changes `kubernetes:` rebuilds every k8s backend on a new, unlisted "
-    "watch; during an API outage the swap goes ahead after 5 s with empty backends (503)",
-)
 async def test_a_reload_during_an_api_outage_keeps_the_endpoints(
     kube: FakeKube, pods: PodNet, session: aiohttp.ClientSession, kubeconfig: Path
 ) -> None:

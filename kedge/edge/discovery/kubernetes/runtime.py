@@ -42,7 +42,8 @@ class KubeRuntime:
             settings = WatchSettings(
                 config.watch_timeout, config.backoff_initial, config.backoff_max
             )
-            watches = KubeWatches(KubeApi(credentials_for(config)), settings)
+            previous = self._current[1] if self._current is not None else None
+            watches = KubeWatches(KubeApi(credentials_for(config)), settings, seed_from=previous)
             if self._current is not None:
                 self._retired.append(self._current[1])
             self._current = (config, watches)

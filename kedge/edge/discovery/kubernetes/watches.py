@@ -72,11 +72,19 @@ def _resource_version(obj: Mapping[str, Any]) -> str | None:
 
 
 class ListWatch:
-    def __init__(self, api: KubeApi, query: Query, settings: WatchSettings) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        query: Query,
+        settings: WatchSettings,
+        seed: Objects | None = None,
+    ) -> None:
         self._api = api
         self.query = query
         self._settings = settings
-        self.objects: dict[str, Mapping[str, Any]] | None = None  # None until the first list
+        # None until the first list; or the last state a retired watch of the same query
+        # knew (a reload that changed the API settings), served until this one lists.
+        self.objects: dict[str, Mapping[str, Any]] | None = dict(seed) if seed else None
         self.subscribers: set[Subscriber] = set()
         self._resource_version = ""
         self.lists = 0
@@ -103,6 +111,7 @@ class ListWatch:
         meta = body.get("metadata") or {}
         self._resource_version = str(meta.get("resourceVersion") or "")
         self.objects = objects  # the swap: one assignment, then one publish
+        self.last_error = ""
         self._publish()
 
     async def _watch(self) -> int:
@@ -150,6 +159,7 @@ class ListWatch:
                 events = await self._watch()
                 if events or loop.time() - started >= _SHORT_WATCH:
                     backoff = self._settings.backoff_initial  # a clean end (timeoutSeconds)
+                    self.last_error = ""
                     continue
                 # Ended at once with nothing in it (a proxy or an overloaded API server
                 # closing streams): resuming at once would hammer the API in a tight loop,
@@ -179,17 +189,26 @@ class ListWatch:
 class KubeWatches:
     """The registry of shared ListWatches over one API connection."""
 
-    def __init__(self, api: KubeApi, settings: WatchSettings) -> None:
+    def __init__(
+        self, api: KubeApi, settings: WatchSettings, *, seed_from: KubeWatches | None = None
+    ) -> None:
         self.api = api
         self.settings = settings
         self._watches: dict[Query, tuple[ListWatch, asyncio.Task[None]]] = {}
+        # What the registry this one replaces knew, per query: a new watch starts from it,
+        # so a reload during an API outage does not empty any backend.
+        self._seed: dict[Query, Objects] = (
+            {q: dict(w.objects) for q, (w, _t) in seed_from._watches.items() if w.objects}
+            if seed_from is not None
+            else {}
+        )
 
     def subscribe(self, query: Query, subscriber: Subscriber) -> Callable[[], None]:
         """Call `subscriber` with the objects now (if listed) and after every change;
         the returned function unsubscribes."""
         entry = self._watches.get(query)
         if entry is None:
-            watch = ListWatch(self.api, query, self.settings)
+            watch = ListWatch(self.api, query, self.settings, self._seed.pop(query, None))
             task = asyncio.get_running_loop().create_task(watch.run(), name=f"kedge-watch {query}")
             entry = (watch, task)
             self._watches[query] = entry
