@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
-import os
 import re
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -32,8 +29,6 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from kedge.edge.app import EdgeApp
-from kedge.edge.config_parser import load_edge_config
 from proto.e2e import hello_pb2, hello_pb2_grpc
 from tests.support.backend import RecordingBackend, recording_backend
 from tests.support.edge import RunningEdge, running_edge
@@ -124,20 +119,8 @@ def static_backend(name: str, address: str, protocol: str = "http1") -> str:
     return f"{{name: {name}, protocol: {protocol}, resolver: {resolver}}}"
 
 
-@asynccontextmanager
-async def started_edge(yaml_text: str) -> AsyncIterator[RunningEdge]:
-    """Like running_edge, but yields at once, ready or not (for the readiness test)."""
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "edge.yaml")
-        with open(path, "w") as f:
-            f.write(yaml_text)
-        log = io.BytesIO()
-        app = EdgeApp(load_edge_config(path), config_path=path, access_log_stream=log)
-        await app.start()
-        try:
-            yield RunningEdge(app, path, log)
-        finally:
-            await app.aclose()
+# Yields as soon as the edge started, ready or not (for the readiness tests).
+started_edge = partial(running_edge, wait_until_ready=False)
 
 
 @pytest.fixture

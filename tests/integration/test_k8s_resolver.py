@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
-import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +22,6 @@ import aiohttp
 import httptools
 import pytest
 
-from kedge.edge.app import EdgeApp
-from kedge.edge.config_parser import load_edge_config
 from kedge.edge.forwarding.backend import Backend
 from tests.support.edge import RunningEdge, running_edge
 from tests.support.fake_kube import FakeKube, Port, RequestRecord, endpoint, endpoint_slice
@@ -137,20 +133,8 @@ def edge_yaml(kubernetes: str, backends: Mapping[str, str], *, static: str | Non
     return "\n".join(lines + routes) + "\n"
 
 
-@asynccontextmanager
-async def unready_edge(yaml_text: str) -> AsyncIterator[RunningEdge]:
-    """running_edge without waiting for readiness (for edges that must not become ready)."""
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "edge.yaml")
-        with open(path, "w") as f:
-            f.write(yaml_text)
-        log = io.BytesIO()
-        app = EdgeApp(load_edge_config(path), config_path=path, access_log_stream=log)
-        await app.start()
-        try:
-            yield RunningEdge(app, path, log)
-        finally:
-            await app.aclose()
+# Yields as soon as the edge started, ready or not (for the readiness tests).
+unready_edge = partial(running_edge, wait_until_ready=False)
 
 
 def api_slice(

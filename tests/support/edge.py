@@ -59,8 +59,10 @@ async def wait_ready(app: EdgeApp, timeout: float = 5.0) -> None:
 
 @asynccontextmanager
 async def running_edge(
-    yaml_text: str, *, watch_interval: float = 0.0
+    yaml_text: str, *, watch_interval: float = 0.0, wait_until_ready: bool = True
 ) -> AsyncIterator[RunningEdge]:
+    """`wait_until_ready=False` yields as soon as the edge started, ready or not (for
+    tests of readiness itself)."""
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "edge.yaml")
         with open(path, "w") as f:
@@ -74,7 +76,8 @@ async def running_edge(
         )
         await app.start()
         try:
-            await wait_ready(app)
+            if wait_until_ready:
+                await wait_ready(app)
             yield RunningEdge(app, path, log)
         finally:
             await app.aclose()
