@@ -127,7 +127,9 @@ async def run(variant: str, requests: int, config_path: str) -> float:
             else:
                 loop.call_soon(server.data_received, REQUEST)
 
-        server = H1ServerConnection(app._settings["http"], handler, app.request_ids, app.sweeper)
+        server = H1ServerConnection(
+            app.listeners.settings["http"], handler, app.request_ids, app.sweeper
+        )
         server.connection_made(FakeTransport(on_client_write))  # type: ignore[arg-type]
         cpu = time.process_time()
         server.data_received(REQUEST)

@@ -13,33 +13,31 @@ import contextlib
 import gc
 import logging
 import signal
-import ssl
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable
 from functools import partial
-from typing import IO, Any
+from typing import IO
 
-from kedge.core.codec.server_h1 import H1ServerConnection, H1ServerSettings
-from kedge.core.codec.server_h2 import H2ServerConnection, H2ServerSettings
+from kedge.core.codec.server_h1 import H1ServerConnection
+from kedge.core.codec.server_h2 import H2ServerConnection
 from kedge.core.deadlines import DeadlineSweeper
-from kedge.core.errors import ConfigError, KedgeError
+from kedge.core.errors import ConfigError
 from kedge.core.http.exchange import Exchange
 from kedge.core.http.headers import RequestIdGenerator
 from kedge.edge.auth.policy import Verdict
 from kedge.edge.auth.runtime import AuthRuntime
-from kedge.edge.config import EdgeConfig, K8sResolverConfig, KubernetesConfig, ListenerConfig
+from kedge.edge.config import EdgeConfig, K8sResolverConfig
 from kedge.edge.config_parser import load_edge_config
 from kedge.edge.config_watch import ConfigFileWatcher
 from kedge.edge.demo import start_demo_backend
 from kedge.edge.discovery.factory import make_resolver
-from kedge.edge.discovery.kubernetes.route_discovery import RouteDiscovery
+from kedge.edge.discovery.kubernetes.discovery_runtime import DiscoveryRuntime
 from kedge.edge.discovery.kubernetes.runtime import KubeRuntime, without_discovery
-from kedge.edge.discovery.kubernetes.services import Generated, generate
 from kedge.edge.forwarding.backend import Backend
 from kedge.edge.forwarding.forwarder import Forwarder
 from kedge.edge.forwarding.pool import AdhocPools
 from kedge.edge.layers import Dispatch, ErrorBoundary, Observe, compose
+from kedge.edge.listeners import ClientListeners
 from kedge.edge.observability.access_log import AccessLog
 from kedge.edge.observability.admin import AdminServer, make_admin_app, start_admin
 from kedge.edge.observability.edge_metrics import EdgeMetrics
@@ -47,7 +45,6 @@ from kedge.edge.observability.metrics import MetricsRegistry
 from kedge.edge.observability.status import discovery_status, edge_status
 from kedge.edge.routing.table import RouteTable
 from kedge.edge.state import EdgeState
-from kedge.edge.tls_contexts import listener_context
 
 __all__ = ["EdgeApp"]
 
@@ -56,50 +53,6 @@ log = logging.getLogger("kedge.edge")
 # A reload waits this long for the resolvers of new backends to publish before it swaps
 # (swapping earlier would answer 503 no-endpoints until they do); then it swaps anyway.
 _RELOAD_SYNC_TIMEOUT = 5.0
-
-
-def _settings_for(listener: ListenerConfig, config: EdgeConfig) -> H1ServerSettings:
-    lim, tmo = config.limits, config.timeouts
-    return H1ServerSettings(
-        listener=listener.name,
-        scheme=listener.scheme,
-        max_uri_bytes=lim.max_uri_bytes,
-        max_header_bytes=lim.max_header_bytes,
-        max_header_count=lim.max_header_count,
-        # The listener enforces the largest limit any route allows; routes check their own.
-        max_request_body_bytes=_listener_body_limit(config),
-        max_pipelined=lim.max_pipelined_requests,
-        max_keepalive_requests=lim.max_keepalive_requests,
-        request_header_timeout=tmo.request_header,
-        request_body_idle_timeout=tmo.request_body_idle,
-        keepalive_idle_timeout=tmo.keepalive_idle,
-    )
-
-
-def _h2_settings_for(listener: ListenerConfig, config: EdgeConfig) -> H2ServerSettings:
-    h = config.http2
-    return H2ServerSettings(
-        listener=listener.name,
-        scheme=listener.scheme,
-        max_concurrent_streams=h.max_concurrent_streams,
-        initial_stream_window=h.initial_stream_window,
-        initial_connection_window=h.initial_connection_window,
-        max_header_list_size=h.max_header_list_size,
-        max_frame_size=h.max_frame_size,
-        max_request_body_bytes=_listener_body_limit(config),
-        header_block_timeout=config.timeouts.request_header,
-        idle_timeout=h.idle_timeout,
-        settings_timeout=h.settings_timeout,
-        floods=h.floods,
-    )
-
-
-def _listener_body_limit(config: EdgeConfig) -> int:
-    limits = [config.limits.max_request_body_bytes]
-    limits += [
-        r.max_request_body_bytes for r in config.routes if r.max_request_body_bytes is not None
-    ]
-    return 0 if 0 in limits else max(limits)
 
 
 def _freeze_long_lived() -> None:
@@ -135,36 +88,32 @@ class EdgeApp:
         self.auth = AuthRuntime(self._on_auth_decision)
         self.kube = KubeRuntime()
         self.file_config = config  # the config file's own; state.config adds discovered routes
-        self._discovery: RouteDiscovery | None = None
-        self._discovery_kube: KubernetesConfig | None = None
-        self.discovery_report = Generated((), (), (), 0)
-        self._discovered_services: list[Mapping[str, Any]] | None = None  # the last listed
+        self.discovery = DiscoveryRuntime(
+            self.kube, self._discovery_changed, self.metrics, self.access_log
+        )
         self._retiring: set[asyncio.Task[None]] = set()
         self.state = self._build_state(config, 1, None)
         self.handler = compose(
             [Observe(self.access_log, self.metrics), ErrorBoundary()],
             Dispatch(lambda: self.state, self.forwarder, self.adhoc_pools),
         )
-        self._settings: dict[str, H1ServerSettings] = {
-            lst.name: _settings_for(lst, config) for lst in config.listeners
-        }
-        self._h2_settings: dict[str, H2ServerSettings] = {
-            lst.name: _h2_settings_for(lst, config) for lst in config.listeners
-        }
-        self.connections: set[H1ServerConnection | H2ServerConnection] = set()
-        self._servers: dict[str, asyncio.Server] = {}
-        self.listener_ports: dict[str, int] = {}
+        self.listeners = ClientListeners(
+            config,
+            self.handler,
+            self.request_ids,
+            self.sweeper,
+            self.metrics,
+            self.access_log,
+            max_connections=lambda: self.state.config.limits.max_connections,
+        )
         self.admin: AdminServer | None = None
         self.demo: AdminServer | None = None
-        self.draining = False
         self._started_ready = False  # readiness gate: all resolvers synced once since start
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._reloads: set[asyncio.Task[bool]] = set()
         self._reload_lock = asyncio.Lock()
         self._resolver_progress = asyncio.Event()  # set whenever a resolver publishes
-        self._no_connections = asyncio.Event()
-        self._no_connections.set()
         self._watcher = (
             ConfigFileWatcher(config_path, watch_interval, lambda: self.reload("file changed"))
             if config_path is not None
@@ -238,7 +187,7 @@ class EdgeApp:
         if self.draining:
             return False, "draining"
         if not self._started_ready:
-            if self._discovery is not None and not self._discovery.first_sync.is_set():
+            if self.discovery.waiting_for_first_list:
                 return False, "route discovery has not listed its Services yet"
             pending = sorted(n for n, b in self.state.backends.items() if not b.synced)
             if pending:
@@ -253,8 +202,8 @@ class EdgeApp:
             listeners=self.listener_ports,
             connections=len(self.connections),
             kubernetes_watches=self.kube.watches.status() if self.kube.watches else None,
-            discovery=discovery_status(self.discovery_report)
-            if self._discovery is not None
+            discovery=discovery_status(self.discovery.report)
+            if self.discovery.discovery is not None
             else None,
         )
 
@@ -278,7 +227,7 @@ class EdgeApp:
         self.auth.prefetch()
         self._sync_discovery(self.file_config)
         for listener in cfg.listeners:
-            await self._listen(listener)
+            await self.listeners.listen(listener, cfg.http2.enabled)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._flush_access_log(), name="kedge-access-log"))
         if self._watcher is not None and self._watcher.interval > 0:
@@ -292,104 +241,6 @@ class EdgeApp:
             admin=self.admin.bound_port,
         )
         self.access_log.flush()
-
-    async def _listen(self, listener: ListenerConfig) -> None:
-        loop = asyncio.get_running_loop()
-        ctx: ssl.SSLContext | None = None
-        http2 = self.state.config.http2.enabled
-        if listener.tls is not None:
-            alpn = ("h2", "http/1.1") if http2 else ("http/1.1",)
-            ctx = listener_context(listener.tls, alpn)
-        name = listener.name
-        accepted = self.metrics.connections_accepted.labels(name)
-        active = self.metrics.connections_active.labels(name)
-
-        rejected = self.metrics.connections_rejected.labels(name)
-
-        def on_open(conn: H1ServerConnection | H2ServerConnection, new: bool = True) -> None:
-            limit = self.state.config.limits.max_connections
-            if limit and len(self.connections) >= limit:
-                # Hardening Z7: bound memory and file descriptors under a connection
-                # flood; existing connections keep being served.
-                rejected.inc()
-                conn.reject()
-                return
-            self.connections.add(conn)
-            self._no_connections.clear()
-            if new:
-                accepted.inc()
-            active.inc()
-            if self.draining:
-                conn.begin_drain()
-
-        def on_close(conn: H1ServerConnection | H2ServerConnection) -> None:
-            if conn not in self.connections:
-                return  # rejected at open: never counted
-            self.connections.discard(conn)
-            if not self.connections:
-                self._no_connections.set()
-            active.dec()
-
-        floods = self.metrics.h2_floods
-
-        def switch_to_h2(transport: asyncio.Transport, data: bytes) -> None:
-            conn = H2ServerConnection(
-                self._h2_settings[name],
-                self.handler,
-                self.request_ids,
-                self.sweeper,
-                # After an h2c preface the HTTP/1.1 object already counted the connection
-                # as accepted (it hands over on_close first); after ALPN it never opened.
-                on_open=partial(on_open, new=not data),
-                on_close=on_close,
-                on_flood=lambda kind: floods.labels(name, kind).inc(),
-                on_error=self._on_connection_error,
-            )
-            transport.set_protocol(conn)
-            conn.adopt(transport, data)
-
-        def factory() -> H1ServerConnection:
-            return H1ServerConnection(
-                self._settings[name],
-                self.handler,
-                self.request_ids,
-                self.sweeper,
-                on_open=on_open,
-                on_close=on_close,
-                on_error=self._on_connection_error,
-                switch_to_h2=switch_to_h2 if http2 else None,
-            )
-
-        server = await loop.create_server(
-            factory,
-            listener.address.host,
-            listener.address.port,
-            ssl=ctx,
-            backlog=1024,
-            reuse_address=True,
-        )
-        self._servers[name] = server
-        self.listener_ports[name] = int(server.sockets[0].getsockname()[1])
-
-    def _on_connection_error(
-        self, error: KedgeError, conn: H1ServerConnection | H2ServerConnection, rid: bytes
-    ) -> None:
-        """A request refused while parsing (it never became an exchange): log and count it."""
-        self.metrics.errors.labels(error.kind).inc()
-        self.metrics.requests.labels(conn.settings.listener, "", "", str(error.http_status)).inc()
-        self.access_log.record(
-            request_id=rid.decode("latin-1"),
-            client=f"{conn.client_ip}:{conn.client_port}",
-            listener=conn.settings.listener,
-            method="",
-            authority="",
-            path="",
-            status=error.http_status,
-            bytes_in=0,
-            bytes_out=0,
-            duration_ms=0.0,
-            error_kind=error.kind,
-        )
 
     async def _flush_access_log(self) -> None:
         while True:
@@ -451,36 +302,10 @@ class EdgeApp:
         )
         self.access_log.flush()
 
-    def _merged(self, config: EdgeConfig) -> EdgeConfig:
-        """The file's config plus the routes and backends discovery generates from it."""
-        d = config.kubernetes.discovery
-        found = self._discovery
-        if d is None or found is None:
-            return config
-        if found.synced:
-            self._discovered_services = found.services()
-        elif self._discovered_services is None:
-            return config  # nothing listed yet
-        # A discovery restarted by a reload (new namespaces or API settings) has not listed
-        # yet: the Services last seen keep their routes meanwhile, or a second reload during
-        # an API outage would withdraw them all.
-        services = [
-            s
-            for s in self._discovered_services
-            if not d.namespaces or (s.get("metadata") or {}).get("namespace") in d.namespaces
-        ]
-        generated = generate(services, d, config.routes, has_auth=config.auth is not None)
-        self._report_discovery(generated)
-        return replace(
-            config,
-            routes=config.routes + generated.routes,
-            backends=config.backends + generated.backends,
-        )
-
     async def _swap(self, config: EdgeConfig, why: str, *, reload: bool) -> bool:
         """Build the state of `config` (the file's, plus discovered routes), start its new
         backends, wait (bounded) until they resolved, and swap it in."""
-        merged = self._merged(config)
+        merged = self.discovery.merge(config)
         try:
             # Compiling a large table takes seconds (100k routes: ~2 s): do it off the
             # event loop, which keeps serving meanwhile.
@@ -541,51 +366,18 @@ class EdgeApp:
 
     # -- route discovery --------------------------------------------------------------
     def _sync_discovery(self, config: EdgeConfig) -> None:
-        """Start, stop or restart route discovery to match `config`."""
-        d = config.kubernetes.discovery
-        current = self._discovery
-        if current is not None and (
-            d is None
-            or current.config != d
-            or self._discovery_kube != without_discovery(config.kubernetes)
-        ):
-            self._discovery = None
-            task = asyncio.get_running_loop().create_task(current.aclose())
+        stopped = self.discovery.sync(config)
+        if stopped is not None:
+            task = asyncio.get_running_loop().create_task(stopped.aclose())
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
-            current = None
-            if d is None:  # turned off: nothing is discovered now (gauges back to 0)
-                self._discovered_services = None
-                self._report_discovery(Generated((), (), (), 0))
-        if d is not None and current is None:
-            self._discovery_kube = without_discovery(config.kubernetes)
-            self._discovery = RouteDiscovery(
-                d, self.kube.watches_for(config.kubernetes), self._discovery_changed
-            )
-            self._discovery.start()
 
     async def _discovery_changed(self) -> None:
         async with self._reload_lock:
             await self._swap(self.file_config, "services changed", reload=False)
 
-    def _report_discovery(self, generated: Generated) -> None:
-        before = {(p.service, p.message) for p in self.discovery_report.problems}
-        for p in generated.problems:
-            if (p.service, p.message) not in before:
-                self.access_log.log_event(
-                    "warning", "discovery skipped", service=p.service, kind=p.kind, reason=p.message
-                )
-        self.discovery_report = generated
-        m = self.metrics
-        m.discovered_routes.set(len(generated.routes))
-        for kind in ("invalid", "conflict"):
-            m.discovery_problems.labels(kind).set(sum(p.kind == kind for p in generated.problems))
-
     def _apply_listener_changes(self, old: EdgeConfig, new: EdgeConfig) -> None:
-        for lst in new.listeners:
-            if lst.name in self._settings:
-                self._settings[lst.name] = _settings_for(lst, new)
-                self._h2_settings[lst.name] = _h2_settings_for(lst, new)
+        self.listeners.apply_config(new)
         if old.listeners != new.listeners or old.admin != new.admin:
             self.access_log.log_event(
                 "warning",
@@ -607,24 +399,26 @@ class EdgeApp:
 
     async def drain(self) -> None:
         """Stop accepting, let in-flight requests finish within the drain timeout."""
-        self.draining = True
         self.metrics.draining.set(1)
-        self.access_log.log_event("info", "draining", connections=len(self.connections))
+        self.access_log.log_event("info", "draining", connections=len(self.listeners.connections))
         self.access_log.flush()
-        for server in self._servers.values():
-            server.close()
-        for conn in list(self.connections):
-            conn.begin_drain()
-        try:
-            async with asyncio.timeout(self.state.config.timeouts.drain):
-                await self._no_connections.wait()
-        except TimeoutError:
+        left = await self.listeners.drain(self.state.config.timeouts.drain)
+        if left:
             self.access_log.log_event(
-                "warning", "drain timeout: closing connections", connections=len(self.connections)
+                "warning", "drain timeout: closing connections", connections=left
             )
-        for conn in list(self.connections):
-            if conn.transport is not None:
-                conn.transport.abort()
+
+    @property
+    def draining(self) -> bool:
+        return self.listeners.draining
+
+    @property
+    def connections(self) -> set[H1ServerConnection | H2ServerConnection]:
+        return self.listeners.connections
+
+    @property
+    def listener_ports(self) -> dict[str, int]:
+        return self.listeners.ports
 
     async def aclose(self) -> None:
         for reload in list(self._reloads):
@@ -637,19 +431,14 @@ class EdgeApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        for server in self._servers.values():
-            server.close()
-        for conn in list(self.connections):
-            if conn.transport is not None:
-                conn.transport.abort()
+        self.listeners.abort()
         if self.admin is not None:
             await self.admin.aclose()
         if self.demo is not None:
             await self.demo.aclose()
         for b in self.state.backends.values():
             await b.aclose()
-        if self._discovery is not None:
-            await self._discovery.aclose()
+        await self.discovery.aclose()
         await self.auth.aclose()
         await self.kube.aclose()
         self.adhoc_pools.close()
