@@ -26,6 +26,7 @@ from kedge.core.http.exchange import Exchange
 from kedge.core.http.headers import RequestIdGenerator
 from kedge.edge.auth.policy import Verdict
 from kedge.edge.auth.runtime import AuthRuntime
+from kedge.edge.balancing.load import LoadBook
 from kedge.edge.config import EdgeConfig, K8sResolverConfig
 from kedge.edge.config_parser import load_edge_config
 from kedge.edge.config_watch import ConfigFileWatcher
@@ -85,6 +86,8 @@ class EdgeApp:
             on_connect_failure=lambda b: self.metrics.upstream_connect_failures.labels(b).inc(),
         )
         self.adhoc_pools = AdhocPools(self.sweeper)
+        # In-flight counts and latency estimates per endpoint, shared by every backend.
+        self.loads = LoadBook()
         self.auth = AuthRuntime(self._on_auth_decision)
         self.kube = KubeRuntime()
         self.file_config = config  # the config file's own; state.config adds discovered routes
@@ -160,6 +163,7 @@ class EdgeApp:
                 max_response_header_bytes=config.limits.max_response_header_bytes,
                 on_change=self._make_backend_on_change(),
                 on_connect=self.metrics.upstream_connections_opened.labels(bc.name).inc,
+                loads=self.loads,
             )
         return EdgeState(config, generation, table, backends, self.auth.gate_for(config))
 

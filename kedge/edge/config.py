@@ -87,7 +87,12 @@ class UpstreamProtocol(Enum):
 
 class Balancer(Enum):
     ROUND_ROBIN = "round_robin"
-    P2C = "p2c"  # the less loaded (in-flight) of two random endpoints
+    # The less loaded of two random endpoints by requests in flight (Envoy's LEAST_REQUEST);
+    # `p2c` is its older name.
+    LEAST_REQUEST = "least_request"
+    P2C = "p2c"
+    # Two random endpoints, the one with the lower peak-EWMA latency x (in-flight + 1).
+    P2C_EWMA = "p2c_ewma"
 
 
 class ClientCertMode(Enum):

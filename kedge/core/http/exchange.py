@@ -58,6 +58,7 @@ class Exchange:
         "finished",
         "grpc",
         "head",
+        "head_at",
         "head_sent",
         "keep_alive",
         "listener",
@@ -103,6 +104,7 @@ class Exchange:
         self.status = 0
         self.bytes_out = 0
         self.head_sent = False
+        self.head_at = 0.0  # time.monotonic() when the response head went out
         self.finished = False
         self.route = ""
         self.backend = ""
@@ -119,6 +121,7 @@ class Exchange:
         """Send the response head. `content_length` None with a body means unknown length."""
         self.status = head.status
         self.head_sent = True
+        self.head_at = time.monotonic()
         self.channel.send_head(self, head, content_length, has_body)
 
     def send_interim(self, head: ResponseHead) -> None:

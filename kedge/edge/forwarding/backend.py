@@ -18,6 +18,7 @@ from random import Random
 from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import NoEndpoints
 from kedge.core.net.tls import client_context
+from kedge.edge.balancing.load import LoadBook
 from kedge.edge.balancing.policies import p2c, round_robin
 from kedge.edge.config import BackendConfig, Balancer, UpstreamProtocol
 from kedge.edge.discovery.model import Endpoint, EndpointSet, Resolver, Update
@@ -40,8 +41,12 @@ class Backend:
         rng: Random | None = None,
         on_change: Callable[[Backend], None] | None = None,
         on_connect: Callable[[], None] | None = None,
+        loads: LoadBook | None = None,
     ) -> None:
         self._on_connect = on_connect
+        # Shared by every backend of the edge (keyed by endpoint identity), so load and
+        # latency estimates survive endpoint updates and reloads that rebuild this backend.
+        self.loads = loads if loads is not None else LoadBook()
         self.config = config
         self.name = config.name
         self._resolver = resolver
@@ -52,7 +57,6 @@ class Backend:
         self.endpoints = EndpointSet()
         self._ready: tuple[Endpoint, ...] = ()
         self.synced = False  # the resolver has published at least once
-        self.inflight: dict[str, int] = {}
         self.pools: dict[str, EndpointPool | H2EndpointPool] = {}
         self._rr = 0
         self._task: asyncio.Task[None] | None = None
@@ -93,13 +97,13 @@ class Backend:
             self._on_change(self)
 
     # -- balancing -----------------------------------------------------------------------
-    def _load(self, key: str) -> float:
-        return self.inflight.get(key, 0)
-
     def pick(self, exclude: Collection[str] = ()) -> Endpoint:
         ready = self._ready
-        if self.config.balancer is Balancer.P2C:
-            endpoint = p2c(ready, self._load, self._rng, exclude)
+        balancer = self.config.balancer
+        if balancer is Balancer.P2C_EWMA:
+            endpoint = p2c(ready, self.loads.cost, self._rng, exclude)
+        elif balancer is Balancer.LEAST_REQUEST or balancer is Balancer.P2C:
+            endpoint = p2c(ready, self.loads.in_flight, self._rng, exclude)
         else:
             self._rr += 1
             endpoint = round_robin(ready, self._rr, exclude)

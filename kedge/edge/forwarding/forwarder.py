@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from kedge.core.codec.client_h1 import H1ClientConnection
 from kedge.core.codec.client_h2 import StreamRefused
 from kedge.core.errors import (
+    BadGateway,
     BodyTooLarge,
     KedgeError,
     NoEndpoints,
@@ -62,6 +64,17 @@ def _refuse_oversize_body(ex: Exchange, body_limit: int) -> None:
         raise BodyTooLarge(f"Content-Length {cl.decode()} exceeds the limit of {body_limit} bytes")
     if body.total > body_limit:
         raise BodyTooLarge(f"request body larger than the limit of {body_limit} bytes")
+
+
+def _latency(ex: Exchange, started: float, failed: bool, timeouts: BackendTimeouts) -> float | None:
+    """The latency sample for balancing: time to the response head; a failure counts as at
+    least the connect timeout, so a quickly refusing endpoint never looks fast (Finagle's
+    failure penalty); None when the client left first (no signal about the endpoint)."""
+    if ex.head_at >= started:
+        return ex.head_at - started
+    if failed:
+        return max(time.monotonic() - started, timeouts.connect)
+    return None
 
 
 class Forwarder:
@@ -130,7 +143,8 @@ class Forwarder:
             ex.endpoint = endpoint.key
             pool = backend.pool(endpoint)
             key = endpoint.key
-            backend.inflight[key] = backend.inflight.get(key, 0) + 1
+            started = backend.loads.begin(key)
+            failed = False
             try:
                 if isinstance(pool, H2EndpointPool):
                     left = None
@@ -147,6 +161,7 @@ class Forwarder:
                 return
             except (UpstreamConnectError, StreamRefused) as exc:
                 # Nothing reached the endpoint (or it says it processed nothing).
+                failed = True
                 if isinstance(exc, StreamRefused) and ex.head_sent:
                     raise
                 last_error = exc
@@ -154,8 +169,11 @@ class Forwarder:
                     self._on_connect_failure(backend.name)
                 if self._on_retry is not None and len(tried) < attempts:
                     self._on_retry(backend.name)
+            except (BadGateway, UpstreamTimeout):
+                failed = True  # the endpoint's fault: a latency sample with a penalty
+                raise
             finally:
-                backend.inflight[key] -= 1
+                backend.loads.end(key, started, _latency(ex, started, failed, timeouts))
         assert last_error is not None
         raise last_error
 

@@ -22,7 +22,9 @@ def backend_status(backend: Backend) -> dict[str, object]:
                 "ready": e.ready,
                 "weight": e.weight,
                 "labels": dict(e.labels),
-                "in_flight": backend.inflight.get(e.key, 0),
+                "in_flight": backend.loads.in_flight(e.key),
+                # The peak-EWMA latency estimate p2c_ewma balances on (decayed to now).
+                "ewma_ms": round(backend.loads.estimate(e.key) * 1000, 3),
                 "pool_idle": pool.idle_count if pool is not None else 0,
                 "pool_open": pool.open_connections if pool is not None else 0,
             }
