@@ -149,7 +149,13 @@ class EdgeApp:
         for bc in config.backends:
             previous = old.backends.get(bc.name) if old else None
             on_k8s = isinstance(bc.resolver, K8sResolverConfig)
-            if previous is not None and previous.config == bc and not (on_k8s and kube_changed):
+            same_place = previous is not None and previous.locality == config.locality
+            if (
+                previous is not None
+                and previous.config == bc
+                and same_place
+                and not (on_k8s and kube_changed)
+            ):
                 backends[bc.name] = previous  # keeps pools, load and endpoints
                 continue
             backends[bc.name] = Backend(
@@ -164,6 +170,7 @@ class EdgeApp:
                 on_change=self._make_backend_on_change(),
                 on_connect=self.metrics.upstream_connections_opened.labels(bc.name).inc,
                 loads=self.loads,
+                locality=config.locality,
             )
         return EdgeState(config, generation, table, backends, self.auth.gate_for(config))
 

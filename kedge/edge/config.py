@@ -29,16 +29,22 @@ __all__ = [
     "DiscoveryConfig",
     "DnsResolverConfig",
     "EdgeConfig",
+    "GrpcHealthCheck",
     "HeaderMatch",
+    "HealthCheckConfig",
+    "HealthProbe",
     "Http2Config",
     "Http2FloodLimits",
+    "HttpHealthCheck",
     "IssuerConfig",
     "K8sResolverConfig",
     "KubernetesConfig",
     "LimitsConfig",
     "ListenerConfig",
     "ListenerTls",
+    "LocalityConfig",
     "NoEkuPolicy",
+    "OutlierDetectionConfig",
     "PermissionMode",
     "PoolConfig",
     "PortRange",
@@ -53,6 +59,7 @@ __all__ = [
     "SrvResolverConfig",
     "StaticEndpoint",
     "StaticResolverConfig",
+    "TcpHealthCheck",
     "TimeoutsConfig",
     "UpstreamProtocol",
 ]
@@ -368,6 +375,53 @@ class RetryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpHealthCheck:
+    """GET `path` over the backend's protocol; healthy when the status is expected."""
+
+    path: str = "/healthz"
+    expected_statuses: tuple[int, ...] = (200,)  # sorted; "2xx" in YAML expands to 200-299
+    host: str | None = None  # Host (:authority on HTTP/2); None: the endpoint's address
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcHealthCheck:
+    """grpc.health.v1.Health/Check (protocol h2 or h2c); only SERVING is healthy."""
+
+    service: str = ""  # "" asks about the server as a whole
+    host: str | None = None  # :authority; None: the endpoint's address
+
+
+@dataclass(frozen=True, slots=True)
+class TcpHealthCheck:
+    """A TCP connect that succeeds is healthy (no TLS handshake, no byte sent)."""
+
+
+HealthProbe = HttpHealthCheck | GrpcHealthCheck | TcpHealthCheck
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckConfig:
+    """Active checks of every ready endpoint (Envoy's health_checks, one probe kind)."""
+
+    probe: HealthProbe  # YAML: exactly one of `http`, `grpc`, `tcp`
+    interval: float = 10.0  # between checks of one endpoint, plus up to 10% jitter
+    timeout: float = 1.0  # one check, connect included; longer is a failure
+    healthy_threshold: int = 2  # consecutive passes: unhealthy -> healthy
+    unhealthy_threshold: int = 3  # consecutive failures: healthy -> unhealthy
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierDetectionConfig:
+    """Passive ejection of endpoints that fail requests (Envoy's consecutive_5xx)."""
+
+    enabled: bool = True
+    consecutive_failures: int = 5  # 5xx answers or connect failures/resets/timeouts in a row
+    base_ejection: float = 30.0  # the first ejection; doubles with each further one
+    max_ejection: float = 300.0  # cap on one ejection
+    max_ejected_percent: int = 50  # of the backend's ready endpoints, rounded down
+
+
+@dataclass(frozen=True, slots=True)
 class BackendConfig:
     name: str
     resolver: ResolverConfig
@@ -377,6 +431,14 @@ class BackendConfig:
     pool: PoolConfig = field(default_factory=PoolConfig)
     timeouts: BackendTimeouts = field(default_factory=BackendTimeouts)
     retries: RetryConfig = field(default_factory=RetryConfig)
+    # Endpoints labelled with another `cluster` than the edge's own may serve; False drops
+    # them (a backend that must stay in its cluster whatever its resolver returns).
+    allow_cross_cluster: bool = True
+    health_check: HealthCheckConfig | None = None  # None: no active checks
+    outlier_detection: OutlierDetectionConfig = field(default_factory=OutlierDetectionConfig)
+    # Below this percentage of ready endpoints available (not ejected, not failing active
+    # checks), traffic goes to all ready endpoints (Envoy's panic mode); 0 = never.
+    panic_threshold: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,6 +500,19 @@ class AuthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalityConfig:
+    """Where this edge runs, for locality-aware balancing (tiers: zone, region, cluster,
+    other clusters). Unset fields never make an endpoint farther."""
+
+    cluster: str | None = None
+    region: str | None = None
+    zone: str | None = None
+    # A tier keeps all its traffic while this share of its endpoints is available; below,
+    # it spills to the next tier in proportion (Envoy's over-provisioning factor 1/0.7).
+    healthy_capacity: float = 0.7
+
+
+@dataclass(frozen=True, slots=True)
 class EdgeConfig:
     source: str  # file name the config came from, or "<embedded demo>"
     listeners: tuple[ListenerConfig, ...]
@@ -452,6 +527,7 @@ class EdgeConfig:
     access_log: bool = True
     auth: AuthConfig | None = None  # None: no auth layer, every route is anonymous
     kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
+    locality: LocalityConfig = field(default_factory=LocalityConfig)
 
     def backend(self, name: str) -> BackendConfig:
         for b in self.backends:

@@ -42,6 +42,7 @@ from kedge.edge.config import (
     LimitsConfig,
     ListenerConfig,
     ListenerTls,
+    LocalityConfig,
     PoolConfig,
     ResolverConfig,
     RetryConfig,
@@ -79,6 +80,7 @@ _TOP_KEYS = (
     "adhoc",
     "auth",
     "kubernetes",
+    "locality",
 )
 _DEFAULT_CREDENTIALS = ListenerConfig("", Address("", 0)).credentials
 _BACKEND_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
@@ -124,6 +126,7 @@ def parse_edge_config(data: object, source: str, *, base_dir: str | None = None)
         access_log=f.get_bool("access_log", base.access_log),
         auth=parse_auth(f.get("auth"), base_dir),
         kubernetes=parse_kubernetes(f.get("kubernetes"), base.kubernetes, base_dir),
+        locality=_locality(n) if (n := f.get("locality")) else base.locality,
     )
     _check_address_clashes(f, config)
     check_auth_consistency(config, root)
@@ -190,6 +193,21 @@ def _listeners(node: Node, base_dir: str | None) -> tuple[ListenerConfig, ...]:
             )
         )
     return tuple(out)
+
+
+def _locality(node: Node) -> LocalityConfig:
+    f = node.as_mapping(dataclass_keys(LocalityConfig))
+    d = LocalityConfig()
+    capacity = f.get("healthy_capacity")
+    value = d.healthy_capacity
+    if capacity is not None:
+        value = capacity.as_float(minimum=0.01)
+        if value > 1.0:
+            raise capacity.error(
+                f"healthy_capacity {value:g} is above 1", "a share of endpoints, e.g. 0.7"
+            )
+    names = {k: f.get_str(k, "") or None for k in ("cluster", "region", "zone")}
+    return LocalityConfig(healthy_capacity=value, **names)
 
 
 def _admin(node: Node | None, default: AdminConfig) -> AdminConfig:
@@ -307,6 +325,7 @@ def _backend(item: Node, base_dir: str | None) -> BackendConfig:
         pool=_pool(n, base.pool) if (n := f.get("pool")) else base.pool,
         timeouts=_backend_timeouts(n, base.timeouts) if (n := f.get("timeouts")) else base.timeouts,
         retries=_retries(n, base.retries) if (n := f.get("retries")) else base.retries,
+        allow_cross_cluster=f.get_bool("allow_cross_cluster", base.allow_cross_cluster),
     )
 
 

@@ -36,6 +36,7 @@ from kedge.edge.config import (
     LimitsConfig,
     ListenerConfig,
     ListenerTls,
+    LocalityConfig,
     NoEkuPolicy,
     PoolConfig,
     PortRange,
@@ -1265,6 +1266,7 @@ SCHEMA_KEYS = (
     | {"any_of"}
     | {f.name for f in dataclasses.fields(KubernetesConfig)}
     | {f.name for f in dataclasses.fields(DiscoveryConfig)}
+    | {f.name for f in dataclasses.fields(LocalityConfig)}
     | {"k8s"}
 )
 

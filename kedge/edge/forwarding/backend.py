@@ -19,8 +19,9 @@ from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import NoEndpoints
 from kedge.core.net.tls import client_context
 from kedge.edge.balancing.load import LoadBook
+from kedge.edge.balancing.locality import Here, Tiers, pick_tier
 from kedge.edge.balancing.policies import p2c, round_robin
-from kedge.edge.config import BackendConfig, Balancer, UpstreamProtocol
+from kedge.edge.config import BackendConfig, Balancer, LocalityConfig, UpstreamProtocol
 from kedge.edge.discovery.model import Endpoint, EndpointSet, Resolver, Update
 from kedge.edge.forwarding.h2_pool import H2EndpointPool
 from kedge.edge.forwarding.pool import EndpointPool
@@ -28,6 +29,15 @@ from kedge.edge.forwarding.pool import EndpointPool
 __all__ = ["Backend"]
 
 log = logging.getLogger("kedge.backend")
+
+
+def _always(_key: str) -> bool:
+    return True
+
+
+def _one_remote_tier(_cluster: str) -> int:
+    # Every other cluster in one tier, until backends list remote clusters with priorities.
+    return 0
 
 
 class Backend:
@@ -42,11 +52,15 @@ class Backend:
         on_change: Callable[[Backend], None] | None = None,
         on_connect: Callable[[], None] | None = None,
         loads: LoadBook | None = None,
+        locality: LocalityConfig | None = None,
     ) -> None:
         self._on_connect = on_connect
         # Shared by every backend of the edge (keyed by endpoint identity), so load and
         # latency estimates survive endpoint updates and reloads that rebuild this backend.
         self.loads = loads if loads is not None else LoadBook()
+        self.locality = locality or LocalityConfig()
+        self._here = Here(self.locality.cluster, self.locality.region, self.locality.zone)
+        self.tiers: Tiers | None = None  # None: one tier (no locality known)
         self.config = config
         self.name = config.name
         self._resolver = resolver
@@ -88,7 +102,18 @@ class Backend:
 
     def apply(self, update: Update) -> None:
         self.endpoints = self.endpoints.fold(update)
-        self._ready = self.endpoints.ready
+        ready = self.endpoints.ready
+        here = self._here
+        if not self.config.allow_cross_cluster and here.cluster is not None:
+            ready = tuple(e for e in ready if e.label("cluster") in (None, here.cluster))
+        self._ready = ready
+        self.tiers = None
+        if here.known:
+            tiers = Tiers.build(
+                ready, _always, here, _one_remote_tier, self.locality.healthy_capacity
+            )
+            if len(tiers.groups) > 1:
+                self.tiers = tiers
         self.synced = True
         live = {e.key for e in self.endpoints.endpoints}
         for key in [k for k in self.pools if k not in live]:
@@ -99,6 +124,11 @@ class Backend:
     # -- balancing -----------------------------------------------------------------------
     def pick(self, exclude: Collection[str] = ()) -> Endpoint:
         ready = self._ready
+        if self.tiers is not None:
+            # The nearest tier by share; a retry whose tier is used up goes to any tier.
+            tier = pick_tier(self.tiers, self._rng)
+            if tier and not all(e.key in exclude for e in tier):
+                ready = tier
         balancer = self.config.balancer
         if balancer is Balancer.P2C_EWMA:
             endpoint = p2c(ready, self.loads.cost, self._rng, exclude)
