@@ -171,6 +171,7 @@ class EdgeApp:
                 on_connect=self.metrics.upstream_connections_opened.labels(bc.name).inc,
                 loads=self.loads,
                 locality=config.locality,
+                health_hooks=self.metrics.health_hooks(bc.name),
             )
         return EdgeState(config, generation, table, backends, self.auth.gate_for(config))
 

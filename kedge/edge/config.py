@@ -51,6 +51,7 @@ __all__ = [
     "PrincipalKind",
     "PrincipalPattern",
     "ProxyMode",
+    "RemoteClusterConfig",
     "ResolverConfig",
     "RetryConfig",
     "RouteAuth",
@@ -422,6 +423,23 @@ class OutlierDetectionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoteClusterConfig:
+    """Another cluster's edge that can serve this backend too (cross-cluster failover).
+
+    Its endpoints are that edge's addresses; a request sent there keeps its Host (or
+    :authority), so the remote edge routes it with its own table, and carries `token_file`'s
+    token as `Proxy-Authorization` (the remote edge's auth layer reads it)."""
+
+    name: str  # the remote cluster's name: its endpoints get the label cluster=<name>
+    endpoints: tuple[Address, ...]
+    priority: int = 0  # among other clusters, lower goes first
+    weight: int = 1  # within one priority, the share of traffic
+    tls: BackendTlsConfig | None = None  # TLS to the remote edge; None: plaintext
+    protocol: UpstreamProtocol = UpstreamProtocol.HTTP1
+    token_file: str | None = None  # bearer token for the remote edge, re-read when it changes
+
+
+@dataclass(frozen=True, slots=True)
 class BackendConfig:
     name: str
     resolver: ResolverConfig
@@ -434,6 +452,7 @@ class BackendConfig:
     # Endpoints labelled with another `cluster` than the edge's own may serve; False drops
     # them (a backend that must stay in its cluster whatever its resolver returns).
     allow_cross_cluster: bool = True
+    remote_clusters: tuple[RemoteClusterConfig, ...] = ()
     health_check: HealthCheckConfig | None = None  # None: no active checks
     outlier_detection: OutlierDetectionConfig = field(default_factory=OutlierDetectionConfig)
     # Below this percentage of ready endpoints available (not ejected, not failing active

@@ -44,6 +44,7 @@ from kedge.edge.config import (
     ListenerTls,
     LocalityConfig,
     PoolConfig,
+    RemoteClusterConfig,
     ResolverConfig,
     RetryConfig,
     SrvResolverConfig,
@@ -58,6 +59,7 @@ from kedge.edge.config_auth import (
     parse_client_certs,
     parse_credentials,
 )
+from kedge.edge.config_health import parse_backend_health
 from kedge.edge.config_http2 import parse_http2
 from kedge.edge.config_kubernetes import parse_k8s_resolver, parse_kubernetes
 from kedge.edge.config_routes import parse_adhoc_rule, parse_routes
@@ -305,17 +307,8 @@ def _backend(item: Node, base_dir: str | None) -> BackendConfig:
     )
     base = BackendConfig(name, resolver)
     tls = _optional_tls(f, dataclass_keys(BackendTlsConfig))
-    protocol = f.get_enum("protocol", UpstreamProtocol, base.protocol)
-    if protocol is UpstreamProtocol.H2 and tls is None:
-        raise f.node.child("protocol").error(
-            "protocol h2 needs TLS to the endpoints (HTTP/2 is negotiated by ALPN)",
-            "add a `tls:` block, or use `protocol: h2c` for cleartext HTTP/2",
-        )
-    if protocol is UpstreamProtocol.H2C and tls is not None:
-        raise f.node.child("protocol").error(
-            "protocol h2c is cleartext HTTP/2, but the backend has `tls`",
-            "use `protocol: h2` for HTTP/2 over TLS, or remove `tls`",
-        )
+    protocol = _protocol(f, base.protocol, tls is not None)
+    health_check, outlier_detection, panic_threshold = parse_backend_health(f, base, protocol)
     return BackendConfig(
         name=name,
         resolver=resolver,
@@ -326,7 +319,56 @@ def _backend(item: Node, base_dir: str | None) -> BackendConfig:
         timeouts=_backend_timeouts(n, base.timeouts) if (n := f.get("timeouts")) else base.timeouts,
         retries=_retries(n, base.retries) if (n := f.get("retries")) else base.retries,
         allow_cross_cluster=f.get_bool("allow_cross_cluster", base.allow_cross_cluster),
+        remote_clusters=_remote_clusters(f.get("remote_clusters"), base_dir),
+        health_check=health_check,
+        outlier_detection=outlier_detection,
+        panic_threshold=panic_threshold,
     )
+
+
+def _protocol(f: Fields, default: UpstreamProtocol, has_tls: bool) -> UpstreamProtocol:
+    protocol = f.get_enum("protocol", UpstreamProtocol, default)
+    if protocol is UpstreamProtocol.H2 and not has_tls:
+        raise f.node.child("protocol").error(
+            "protocol h2 needs TLS to the endpoints (HTTP/2 is negotiated by ALPN)",
+            "add a `tls:` block, or use `protocol: h2c` for cleartext HTTP/2",
+        )
+    if protocol is UpstreamProtocol.H2C and has_tls:
+        raise f.node.child("protocol").error(
+            "protocol h2c is cleartext HTTP/2, but `tls` is set",
+            "use `protocol: h2` for HTTP/2 over TLS, or remove `tls`",
+        )
+    return protocol
+
+
+def _remote_clusters(node: Node | None, base_dir: str | None) -> tuple[RemoteClusterConfig, ...]:
+    seen: dict[str, str] = {}
+    out: list[RemoteClusterConfig] = []
+    for item in node_list(node):
+        f = item.as_mapping(dataclass_keys(RemoteClusterConfig))
+        name = f.require("name", "name the remote cluster, e.g. `name: cluster-b`").as_str()
+        claim_name(seen, name, item.child("name"), "remote cluster")
+        endpoints = tuple(
+            _address(n)
+            for n in f.require(
+                "endpoints", "list the remote edge's addresses, e.g. [edge.cluster-b.test:443]"
+            ).as_list(allow_empty=False)
+        )
+        d = RemoteClusterConfig(name, endpoints)
+        tls = _optional_tls(f, dataclass_keys(BackendTlsConfig))
+        token = f.get("token_file")
+        out.append(
+            RemoteClusterConfig(
+                name=name,
+                endpoints=endpoints,
+                priority=f.get_int("priority", d.priority, minimum=0, maximum=1000),
+                weight=f.get_int("weight", d.weight, minimum=1, maximum=1000),
+                tls=None if tls is None else _backend_tls(tls, base_dir),
+                protocol=_protocol(f, d.protocol, tls is not None),
+                token_file=existing_file(token, base_dir) if token is not None else None,
+            )
+        )
+    return tuple(out)
 
 
 def _backend_tls(f: Fields, base_dir: str | None) -> BackendTlsConfig:

@@ -29,7 +29,10 @@ from kedge.edge.config import (
     DiscoveryConfig,
     DnsResolverConfig,
     EdgeConfig,
+    GrpcHealthCheck,
     HeaderMatch,
+    HealthCheckConfig,
+    HttpHealthCheck,
     IssuerConfig,
     K8sResolverConfig,
     KubernetesConfig,
@@ -38,11 +41,13 @@ from kedge.edge.config import (
     ListenerTls,
     LocalityConfig,
     NoEkuPolicy,
+    OutlierDetectionConfig,
     PoolConfig,
     PortRange,
     PrincipalKind,
     PrincipalPattern,
     ProxyMode,
+    RemoteClusterConfig,
     RetryConfig,
     RouteAuth,
     RouteConfig,
@@ -1267,6 +1272,12 @@ SCHEMA_KEYS = (
     | {f.name for f in dataclasses.fields(KubernetesConfig)}
     | {f.name for f in dataclasses.fields(DiscoveryConfig)}
     | {f.name for f in dataclasses.fields(LocalityConfig)}
+    | {f.name for f in dataclasses.fields(RemoteClusterConfig)}
+    | {f.name for f in dataclasses.fields(HealthCheckConfig)} - {"probe"}
+    | {"http", "grpc", "tcp"}
+    | {f.name for f in dataclasses.fields(HttpHealthCheck)}
+    | {f.name for f in dataclasses.fields(GrpcHealthCheck)}
+    | {f.name for f in dataclasses.fields(OutlierDetectionConfig)}
     | {"k8s"}
 )
 

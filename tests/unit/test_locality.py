@@ -18,8 +18,8 @@ def ep(port: int, **labels: str) -> Endpoint:
     return Endpoint(Address("10.0.0.1", port), tuple(sorted(labels.items())))
 
 
-def prio(cluster: str) -> int:
-    return {"b": 0, "c": 1}.get(cluster, 5)
+def prio(cluster: str) -> int | None:
+    return {"b": 0, "c": 1}.get(cluster)
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,7 @@ def prio(cluster: str) -> int:
         ({"cluster": "a", "region": "us", "zone": "us-1"}, 2),
         ({"cluster": "b"}, 3),
         ({"cluster": "c", "zone": "eu-1"}, 4),  # another cluster, whatever its zone
-        ({"cluster": "z"}, 8),
+        ({"cluster": "z"}, 1004),  # not a configured remote: after every listed one
     ],
 )
 def test_tier_of(labels: dict[str, str], tier: int) -> None:
@@ -42,6 +42,11 @@ def test_tier_of(labels: dict[str, str], tier: int) -> None:
 
 def test_unknown_locality_puts_everything_in_one_tier() -> None:
     assert tier_of(ep(1, zone="x", cluster="y"), Here(), prio) == 0
+
+
+def test_configured_remote_clusters_come_after_local_endpoints_anyway() -> None:
+    assert tier_of(ep(1, cluster="c"), Here(), prio) == 4
+    assert tier_of(ep(1), Here(), prio) == 0
 
 
 @pytest.mark.parametrize(

@@ -43,12 +43,22 @@ def _differs(label: str | None, mine: str | None) -> bool:
     return label is not None and mine is not None and label != mine
 
 
-def tier_of(endpoint: Endpoint, here: Here, remote_priority: Callable[[str], int]) -> int:
-    """0 same zone, 1 same region, 2 same cluster, 3 + priority for other clusters."""
+# Other clusters that no remote-cluster entry lists (labelled endpoints) come last.
+UNLISTED_PRIORITY = 1001
+
+
+def tier_of(endpoint: Endpoint, here: Here, remote_priority: Callable[[str], int | None]) -> int:
+    """0 same zone, 1 same region, 2 same cluster, 3 + priority for other clusters.
+
+    A configured remote cluster (`remote_priority` gives its priority) is always farther
+    than the edge's own endpoints, even when the edge's own `cluster` is not set."""
     cluster = endpoint.label("cluster")
-    if _differs(cluster, here.cluster):
-        assert cluster is not None
-        return LOCAL_TIERS + remote_priority(cluster)
+    if cluster is not None and cluster != here.cluster:
+        priority = remote_priority(cluster)
+        if priority is not None:
+            return LOCAL_TIERS + priority
+        if here.cluster is not None:
+            return LOCAL_TIERS + UNLISTED_PRIORITY
     if _differs(endpoint.label("region"), here.region):
         return 2
     if _differs(endpoint.label("zone"), here.zone):
@@ -85,7 +95,7 @@ class Tiers:
         endpoints: Sequence[Endpoint],
         available: Callable[[str], bool],
         here: Here,
-        remote_priority: Callable[[str], int],
+        remote_priority: Callable[[str], int | None],
         healthy_capacity: float,
     ) -> Tiers:
         by_tier: dict[int, list[Endpoint]] = {}

@@ -18,26 +18,21 @@ from random import Random
 from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import NoEndpoints
 from kedge.core.net.tls import client_context
+from kedge.edge.balancing.endpoint_health import EndpointHealth, HealthHooks
+from kedge.edge.balancing.health import HealthChecker
+from kedge.edge.balancing.health_probes import ProbeTarget
 from kedge.edge.balancing.load import LoadBook
-from kedge.edge.balancing.locality import Here, Tiers, pick_tier
+from kedge.edge.balancing.locality import Here, Tiers, pick_tier, tier_of
 from kedge.edge.balancing.policies import p2c, round_robin
 from kedge.edge.config import BackendConfig, Balancer, LocalityConfig, UpstreamProtocol
 from kedge.edge.discovery.model import Endpoint, EndpointSet, Resolver, Update
 from kedge.edge.forwarding.h2_pool import H2EndpointPool
 from kedge.edge.forwarding.pool import EndpointPool
+from kedge.edge.forwarding.remote import RemoteClusters
 
 __all__ = ["Backend"]
 
 log = logging.getLogger("kedge.backend")
-
-
-def _always(_key: str) -> bool:
-    return True
-
-
-def _one_remote_tier(_cluster: str) -> int:
-    # Every other cluster in one tier, until backends list remote clusters with priorities.
-    return 0
 
 
 class Backend:
@@ -53,6 +48,7 @@ class Backend:
         on_connect: Callable[[], None] | None = None,
         loads: LoadBook | None = None,
         locality: LocalityConfig | None = None,
+        health_hooks: HealthHooks | None = None,
     ) -> None:
         self._on_connect = on_connect
         # Shared by every backend of the edge (keyed by endpoint identity), so load and
@@ -61,6 +57,10 @@ class Backend:
         self.locality = locality or LocalityConfig()
         self._here = Here(self.locality.cluster, self.locality.region, self.locality.zone)
         self.tiers: Tiers | None = None  # None: one tier (no locality known)
+        self._tiers_generation = -1  # health generation the tiers were built at
+        # Other clusters' edges serving this backend too (cross-cluster failover).
+        self.remotes = RemoteClusters(config.remote_clusters if config.allow_cross_cluster else ())
+        self._tiered = self._here.known or bool(self.remotes)
         self.config = config
         self.name = config.name
         self._resolver = resolver
@@ -84,6 +84,24 @@ class Backend:
                 key_file=tls.key_file,
                 alpn=("h2",) if config.protocol is UpstreamProtocol.H2 else ("http/1.1",),
             )
+        # Active checks and outlier ejection of the ready endpoints (see endpoint_health).
+        self.health = EndpointHealth(
+            config.outlier_detection,
+            config.health_check,
+            panic_threshold=config.panic_threshold,
+            hooks=health_hooks,
+        )
+        self._checker: HealthChecker | None = None
+        if config.health_check is not None:
+            self._checker = HealthChecker(
+                config.health_check,
+                self._probe_target,
+                self.health.checked,
+                name=self.name,
+                rng=self._rng,
+            )
+        if self.remotes:
+            self._set_ready(())  # remote edges serve before (or without) local endpoints
 
     # -- discovery ---------------------------------------------------------------------
     def start(self) -> None:
@@ -91,6 +109,8 @@ class Backend:
             self._task = asyncio.get_running_loop().create_task(
                 self._run_resolver(), name=f"kedge-resolver-{self.name}"
             )
+            if self._checker is not None:
+                self._checker.start()
 
     async def _run_resolver(self) -> None:
         try:
@@ -102,18 +122,11 @@ class Backend:
 
     def apply(self, update: Update) -> None:
         self.endpoints = self.endpoints.fold(update)
-        ready = self.endpoints.ready
+        local = self.endpoints.ready
         here = self._here
         if not self.config.allow_cross_cluster and here.cluster is not None:
-            ready = tuple(e for e in ready if e.label("cluster") in (None, here.cluster))
-        self._ready = ready
-        self.tiers = None
-        if here.known:
-            tiers = Tiers.build(
-                ready, _always, here, _one_remote_tier, self.locality.healthy_capacity
-            )
-            if len(tiers.groups) > 1:
-                self.tiers = tiers
+            local = tuple(e for e in local if e.label("cluster") in (None, here.cluster))
+        self._set_ready(local)
         self.synced = True
         live = {e.key for e in self.endpoints.endpoints}
         for key in [k for k in self.pools if k not in live]:
@@ -121,14 +134,52 @@ class Backend:
         if self._on_change is not None:
             self._on_change(self)
 
+    def _set_ready(self, local: tuple[Endpoint, ...]) -> None:
+        """Local ready endpoints plus the remote clusters' edges."""
+        ready = local + self.remotes.endpoints
+        self._ready = ready
+        self.health.set_endpoints(ready)
+        if self._checker is not None:
+            # Active checks probe the backend's own endpoints; a remote edge is judged by
+            # the requests sent to it (outlier detection).
+            self._checker.set_endpoints(local)
+        self._tiers_generation = -1
+
     # -- balancing -----------------------------------------------------------------------
+    def _candidates(self, exclude: Collection[str]) -> tuple[Endpoint, ...]:
+        """Where this request may go: the usable endpoints of the tier drawn by share (see
+        locality), or of the nearest tier with an endpoint this request has not tried; all
+        usable ones (with panic mode) when there is one tier or none is left."""
+        health = self.health
+        if self._tiered:
+            generation = health.generation()
+            if generation != self._tiers_generation:
+                tiers = Tiers.build(
+                    self._ready,
+                    health.available,
+                    self._here,
+                    self.remotes.priority,
+                    self.locality.healthy_capacity,
+                )
+                self.tiers = tiers if len(tiers.groups) > 1 else None
+                self._tiers_generation = generation
+            if self.tiers is not None:
+                tier = pick_tier(self.tiers, self._rng)
+                if tier and not all(e.key in exclude for e in tier):
+                    return tier
+                # A retry whose tier is used up: the nearest tier with an untried endpoint
+                # (so priorities hold for failover too).
+                for group in self.tiers.groups:
+                    if any(e.key not in exclude for e in group):
+                        return group
+        return health.usable(self._ready)
+
+    def tier(self, endpoint: Endpoint) -> int:
+        """The endpoint's locality tier (see locality.tier_of)."""
+        return tier_of(endpoint, self._here, self.remotes.priority)
+
     def pick(self, exclude: Collection[str] = ()) -> Endpoint:
-        ready = self._ready
-        if self.tiers is not None:
-            # The nearest tier by share; a retry whose tier is used up goes to any tier.
-            tier = pick_tier(self.tiers, self._rng)
-            if tier and not all(e.key in exclude for e in tier):
-                ready = tier
+        ready = self._candidates(exclude)
         balancer = self.config.balancer
         if balancer is Balancer.P2C_EWMA:
             endpoint = p2c(ready, self.loads.cost, self._rng, exclude)
@@ -143,20 +194,42 @@ class Backend:
             raise NoEndpoints(f"backend {self.name}: every endpoint failed for this request")
         return endpoint
 
+    def usable_endpoints(self) -> tuple[Endpoint, ...]:
+        """The ready endpoints balancing may pick now: not ejected and not failing active
+        checks, or all of them in panic mode (see endpoint_health)."""
+        return self.health.usable(self._ready)
+
+    def _server_hostname(self, endpoint: Endpoint) -> str:
+        tls = self.config.tls
+        return tls.server_name if tls and tls.server_name else endpoint.address.host
+
+    def _probe_target(self, endpoint: Endpoint) -> ProbeTarget:
+        return ProbeTarget(
+            endpoint,
+            self.config.protocol,
+            self._ssl,
+            self._server_hostname(endpoint),
+            self.config.timeouts.connect,
+        )
+
     def pool(self, endpoint: Endpoint) -> EndpointPool | H2EndpointPool:
         pool = self.pools.get(endpoint.key)
         if pool is None:
-            tls = self.config.tls
-            cls = EndpointPool if self.config.protocol is UpstreamProtocol.HTTP1 else H2EndpointPool
+            remote = self.remotes.get(endpoint.key)
+            if remote is not None:  # another cluster's edge: its own TLS and protocol
+                protocol = remote.config.protocol
+                ssl_context, server_name = remote.ssl_context, remote.server_name(endpoint)
+            else:
+                protocol = self.config.protocol
+                ssl_context, server_name = self._ssl, self._server_hostname(endpoint)
+            cls = EndpointPool if protocol is UpstreamProtocol.HTTP1 else H2EndpointPool
             pool = cls(
                 endpoint.address,
                 self.config.pool,
                 self._sweeper,
                 connect_timeout=self.config.timeouts.connect,
-                ssl_context=self._ssl,
-                server_hostname=(
-                    tls.server_name if tls and tls.server_name else endpoint.address.host
-                ),
+                ssl_context=ssl_context,
+                server_hostname=server_name,
                 max_response_header_bytes=self._max_header_bytes,
                 on_connect=self._on_connect,
             )
@@ -165,6 +238,8 @@ class Backend:
 
     # -- lifecycle ---------------------------------------------------------------------
     async def aclose(self) -> None:
+        if self._checker is not None:
+            await self._checker.aclose()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -27,8 +27,11 @@ __all__ = ["exchange_h2", "request_fields"]
 log = logging.getLogger("kedge.forward")
 
 
-def request_fields(ex: Exchange, scheme: bytes, grpc_timeout: bytes | None) -> Headers:
-    """The upstream header block: pseudo-headers first (RFC 9113 §8.3), then the rest."""
+def request_fields(
+    ex: Exchange, scheme: bytes, grpc_timeout: bytes | None, hop: Headers | None = None
+) -> Headers:
+    """The upstream header block: pseudo-headers first (RFC 9113 §8.3), then the rest.
+    `hop`: fields for this endpoint only (a remote edge's credential)."""
     h = ex.head
     authority = h.authority
     headers = forward_request_headers(
@@ -41,6 +44,8 @@ def request_fields(ex: Exchange, scheme: bytes, grpc_timeout: bytes | None) -> H
     )
     if ex.edge_headers:
         headers += ex.edge_headers
+    if hop:
+        headers += hop
     fields: Headers = [
         (b":method", h.method.encode("ascii")),
         (b":scheme", scheme),

@@ -31,12 +31,14 @@ from kedge.core.http.body import BodyStream
 from kedge.core.http.exchange import Exchange
 from kedge.core.http.grpc import format_grpc_timeout, grpc_deadline
 from kedge.core.http.headers import forward_request_headers, forward_response_headers
-from kedge.core.http.messages import ResponseHead, field_lines, header_value, last_chunk
+from kedge.core.http.messages import Headers, ResponseHead, field_lines, header_value, last_chunk
+from kedge.edge.balancing.outlier import Outcome
 from kedge.edge.config import BackendTimeouts
 from kedge.edge.forwarding.backend import Backend
 from kedge.edge.forwarding.forward_h2 import exchange_h2, request_fields
 from kedge.edge.forwarding.h2_pool import H2EndpointPool
 from kedge.edge.forwarding.pool import EndpointPool
+from kedge.edge.forwarding.remote import RemoteCluster
 
 __all__ = ["IDEMPOTENT_METHODS", "Forwarder"]
 
@@ -66,6 +68,15 @@ def _refuse_oversize_body(ex: Exchange, body_limit: int) -> None:
         raise BodyTooLarge(f"request body larger than the limit of {body_limit} bytes")
 
 
+def _remote_credential(remote: RemoteCluster) -> Headers | None:
+    try:
+        return remote.request_headers()
+    except OSError as exc:  # nothing was sent: another endpoint may take the request
+        raise UpstreamConnectError(
+            f"cannot read the token for cluster {remote.config.name}: {exc.strerror or exc}"
+        ) from None
+
+
 def _latency(ex: Exchange, started: float, failed: bool, timeouts: BackendTimeouts) -> float | None:
     """The latency sample for balancing: time to the response head; a failure counts as at
     least the connect timeout, so a quickly refusing endpoint never looks fast (Finagle's
@@ -88,8 +99,9 @@ class Forwarder:
         self._on_retry = on_retry
         self._on_connect_failure = on_connect_failure
 
-    def request_head(self, ex: Exchange) -> tuple[bytes, bool]:
-        """The upstream request head and whether its body is sent chunked."""
+    def request_head(self, ex: Exchange, hop: Headers | None = None) -> tuple[bytes, bool]:
+        """The upstream request head and whether its body is sent chunked. `hop`: fields
+        for this endpoint only (a remote edge's credential)."""
         h = ex.head
         authority = h.authority
         headers = forward_request_headers(
@@ -103,6 +115,8 @@ class Forwarder:
         )
         if ex.edge_headers:
             headers += ex.edge_headers
+        if hop:
+            headers += hop
         chunked = ex.body is not None and header_value(h.headers, b"content-length") is None
         start = f"{h.method} {h.path_and_query} HTTP/1.1\r\nhost: {authority}\r\n"
         end = b"transfer-encoding: chunked\r\n\r\n" if chunked else b"\r\n"
@@ -145,23 +159,37 @@ class Forwarder:
             key = endpoint.key
             started = backend.loads.begin(key)
             failed = False
+            # For outlier detection; None: no signal about the endpoint (the client left,
+            # a GOAWAY'd stream, the gRPC deadline of the caller).
+            outcome: Outcome | None = None
+            remote = backend.remotes.get(key)
             try:
+                # Another cluster's edge gets its own credential; the Host stays.
+                hop = _remote_credential(remote) if remote is not None else None
                 if isinstance(pool, H2EndpointPool):
                     left = None
                     if expires is not None:
                         left = format_grpc_timeout(expires - asyncio.get_running_loop().time())
-                    scheme = b"https" if backend.config.tls is not None else b"http"
-                    fields = request_fields(ex, scheme, left)
+                    tls = remote.config.tls if remote is not None else backend.config.tls
+                    scheme = b"https" if tls is not None else b"http"
+                    fields = request_fields(ex, scheme, left, hop)
                     await exchange_h2(ex, pool, fields, timeouts, body_limit)
                 else:
-                    if h1_head is None:
-                        h1_head = self.request_head(ex)
-                    head_bytes, chunked = h1_head
+                    if hop is not None:
+                        head_bytes, chunked = self.request_head(ex, hop)
+                    else:
+                        if h1_head is None:
+                            h1_head = self.request_head(ex)
+                        head_bytes, chunked = h1_head
                     await self.forward_to(ex, pool, head_bytes, chunked, timeouts, body_limit)
+                if ex.status:  # the endpoint's own response head
+                    outcome = Outcome.SERVER_ERROR if ex.status >= 500 else Outcome.SUCCESS
                 return
             except (UpstreamConnectError, StreamRefused) as exc:
                 # Nothing reached the endpoint (or it says it processed nothing).
                 failed = True
+                if isinstance(exc, UpstreamConnectError):
+                    outcome = Outcome.GATEWAY_FAILURE
                 if isinstance(exc, StreamRefused) and ex.head_sent:
                     raise
                 last_error = exc
@@ -171,9 +199,12 @@ class Forwarder:
                     self._on_retry(backend.name)
             except (BadGateway, UpstreamTimeout):
                 failed = True  # the endpoint's fault: a latency sample with a penalty
+                outcome = Outcome.GATEWAY_FAILURE  # reset, protocol error, response timeout
                 raise
             finally:
                 backend.loads.end(key, started, _latency(ex, started, failed, timeouts))
+                if outcome is not None:
+                    backend.health.record(key, outcome)
         assert last_error is not None
         raise last_error
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kedge.core.errors import all_error_kinds
+from kedge.edge.balancing.endpoint_health import HealthHooks
 from kedge.edge.observability.metrics import DURATION_BUCKETS, MetricsRegistry
 
 __all__ = ["EdgeMetrics"]
@@ -35,6 +36,12 @@ class EdgeMetrics:
         another endpoint after a retryable failure.
       backend_endpoints: kedge_backend_endpoints{backend}: ready endpoints per backend in
         the current endpoint set.
+      endpoint_ejections: kedge_endpoint_ejections_total{backend}: endpoints ejected by
+        outlier detection (consecutive 5xx or connect failures).
+      healthy_endpoints: kedge_backend_healthy_endpoints{backend}: ready endpoints neither
+        ejected nor failing active checks, read at scrape time (`health_hooks`).
+      health_checks: kedge_health_checks_total{backend,result}: active health checks
+        ended, result "success" or "failure" (a timeout is a failure).
       config_reloads: kedge_config_reloads_total{result}: reload attempts, result
         "success" or "failure" (both start at 0).
       config_generation: kedge_config_generation: generation number of the config in
@@ -116,6 +123,21 @@ class EdgeMetrics:
         self.backend_endpoints = r.gauge(
             "kedge_backend_endpoints", "Ready endpoints per backend.", ("backend",)
         )
+        self.endpoint_ejections = r.counter(
+            "kedge_endpoint_ejections_total",
+            "Endpoints ejected by outlier detection (consecutive 5xx or connect failures).",
+            ("backend",),
+        )
+        self.healthy_endpoints = r.gauge(
+            "kedge_backend_healthy_endpoints",
+            "Ready endpoints per backend that are neither ejected nor failing active checks.",
+            ("backend",),
+        )
+        self.health_checks = r.counter(
+            "kedge_health_checks_total",
+            "Active health checks ended, by result (success, failure).",
+            ("backend", "result"),
+        )
         self.config_reloads = r.counter(
             "kedge_config_reloads_total", "Config reload attempts, by result.", ("result",)
         )
@@ -132,3 +154,12 @@ class EdgeMetrics:
         )
         self.bytes_in = self.request_bytes.labels("in")
         self.bytes_out = self.request_bytes.labels("out")
+
+    def health_hooks(self, backend: str) -> HealthHooks:
+        """What a Backend named `backend` reports its endpoints' health to."""
+        checks = {r: self.health_checks.labels(backend, r) for r in ("success", "failure")}
+        return HealthHooks(
+            ejected=self.endpoint_ejections.labels(backend).inc,
+            checked=lambda result: checks[result].inc(),
+            watch_available=self.healthy_endpoints.labels(backend).set_function,
+        )

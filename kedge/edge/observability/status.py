@@ -12,9 +12,10 @@ __all__ = ["backend_status", "discovery_status", "edge_status"]
 
 
 def backend_status(backend: Backend) -> dict[str, object]:
-    """One backend: resolver sync, balancer, and per endpoint its load and pool."""
+    """One backend: resolver sync, balancer, panic, and per endpoint its load, pool and
+    health."""
     endpoints = []
-    for e in backend.endpoints.endpoints:
+    for e in backend.endpoints.endpoints + backend.remotes.endpoints:
         pool = backend.pools.get(e.key)
         endpoints.append(
             {
@@ -22,17 +23,34 @@ def backend_status(backend: Backend) -> dict[str, object]:
                 "ready": e.ready,
                 "weight": e.weight,
                 "labels": dict(e.labels),
+                # 0 same zone, 1 same region, 2 same cluster, 3 + priority other clusters.
+                "tier": backend.tier(e),
+                "cluster": e.label("cluster"),
+                "zone": e.label("zone"),
                 "in_flight": backend.loads.in_flight(e.key),
                 # The peak-EWMA latency estimate p2c_ewma balances on (decayed to now).
                 "ewma_ms": round(backend.loads.estimate(e.key) * 1000, 3),
                 "pool_idle": pool.idle_count if pool is not None else 0,
                 "pool_open": pool.open_connections if pool is not None else 0,
+                # health (active checks), ejected (outlier detection) and why.
+                **backend.health.status(e.key),
             }
         )
     return {
         "synced": backend.synced,
         "balancer": backend.config.balancer.value,
+        # Too few endpoints available: traffic goes to all ready ones (endpoint_health).
+        "panic": backend.health.panic(),
         "endpoints": endpoints,
+        "remote_clusters": [
+            {
+                "name": c.name,
+                "priority": c.priority,
+                "weight": c.weight,
+                "endpoints": [str(a) for a in c.endpoints],
+            }
+            for c in backend.config.remote_clusters
+        ],
     }
 
 

@@ -10,21 +10,16 @@ loader run again, which refreshes exec-plugin and OIDC tokens.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import ssl
 from collections.abc import Mapping
 
+from kedge.core.net.token_file import TokenFile
 from kedge.edge.config import KubernetesConfig
 
 __all__ = ["InClusterCredentials", "KubeconfigCredentials", "credentials_for"]
 
 _SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-
-
-def _read(path: str) -> str:
-    with open(path, encoding="ascii") as f:
-        return f.read()
 
 
 class InClusterCredentials:
@@ -45,10 +40,8 @@ class InClusterCredentials:
                 )
             server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
         self._server = server
-        self._token_file = token_file
+        self._token = TokenFile(token_file)
         self._ca_file = ca_file
-        self._token = ""
-        self._stamp: tuple[int, int] | None = None
 
     @property
     def server(self) -> str:
@@ -58,15 +51,11 @@ class InClusterCredentials:
         return ssl.create_default_context(cafile=self._ca_file)
 
     async def headers(self) -> Mapping[str, str]:
-        st = os.stat(self._token_file)
-        stamp = (st.st_mtime_ns, st.st_ino)
-        if stamp != self._stamp:
-            self._token = (await asyncio.to_thread(_read, self._token_file)).strip()
-            self._stamp = stamp
-        return {"authorization": f"Bearer {self._token}"}
+        # A small file on a tmpfs, read only when the kubelet rotated it.
+        return {"authorization": f"Bearer {self._token.value()}"}
 
     async def refresh(self) -> None:
-        self._stamp = None
+        self._token.forget()
 
 
 class KubeconfigCredentials:
