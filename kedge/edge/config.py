@@ -373,6 +373,13 @@ class BackendTimeouts:
 @dataclass(frozen=True, slots=True)
 class RetryConfig:
     attempts: int = 2  # total tries, each on a different endpoint; 1 = no retry
+    # Retries allowed: this share of the backend's requests over 10 s, and at least
+    # min_per_second of them (Finagle's retry budget); beyond, the first error stands.
+    budget_percent: float = 20.0
+    budget_min_per_second: float = 3.0
+    per_try_timeout: float = 0.0  # response head per try; 0 = timeouts.response_header
+    backoff_base: float = 0.025  # before retry n: uniform(0, min(max, base * 2^(n-1)))
+    backoff_max: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)

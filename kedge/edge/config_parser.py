@@ -436,7 +436,19 @@ def _backend_timeouts(node: Node, d: BackendTimeouts) -> BackendTimeouts:
 
 def _retries(node: Node, d: RetryConfig) -> RetryConfig:
     f = node.as_mapping(dataclass_keys(RetryConfig))
-    return RetryConfig(attempts=f.get_int("attempts", d.attempts, minimum=1))
+    percent = f.get("budget_percent")
+    return RetryConfig(
+        attempts=f.get_int("attempts", d.attempts, minimum=1),
+        budget_percent=percent.as_float(minimum=0) if percent else d.budget_percent,
+        budget_min_per_second=(
+            n.as_float(minimum=0)
+            if (n := f.get("budget_min_per_second"))
+            else d.budget_min_per_second
+        ),
+        per_try_timeout=f.get_duration("per_try_timeout", d.per_try_timeout),
+        backoff_base=f.get_duration("backoff_base", d.backoff_base),
+        backoff_max=f.get_duration("backoff_max", d.backoff_max),
+    )
 
 
 # --- resolvers --------------------------------------------------------------------------

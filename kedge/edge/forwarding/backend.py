@@ -24,6 +24,7 @@ from kedge.edge.balancing.health_probes import ProbeTarget
 from kedge.edge.balancing.load import LoadBook
 from kedge.edge.balancing.locality import Here, Tiers, pick_tier, tier_of
 from kedge.edge.balancing.policies import p2c, round_robin
+from kedge.edge.balancing.retry_budget import RetryBudget
 from kedge.edge.config import BackendConfig, Balancer, LocalityConfig, UpstreamProtocol
 from kedge.edge.discovery.model import Endpoint, EndpointSet, Resolver, Update
 from kedge.edge.forwarding.h2_pool import H2EndpointPool
@@ -61,6 +62,8 @@ class Backend:
         # Other clusters' edges serving this backend too (cross-cluster failover).
         self.remotes = RemoteClusters(config.remote_clusters if config.allow_cross_cluster else ())
         self._tiered = self._here.known or bool(self.remotes)
+        retries = config.retries
+        self.retry_budget = RetryBudget(retries.budget_percent, retries.budget_min_per_second)
         self.config = config
         self.name = config.name
         self._resolver = resolver

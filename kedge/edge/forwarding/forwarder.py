@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from kedge.core.codec.client_h1 import H1ClientConnection
 from kedge.core.codec.client_h2 import StreamRefused
@@ -66,6 +68,13 @@ def _refuse_oversize_body(ex: Exchange, body_limit: int) -> None:
         raise BodyTooLarge(f"Content-Length {cl.decode()} exceeds the limit of {body_limit} bytes")
     if body.total > body_limit:
         raise BodyTooLarge(f"request body larger than the limit of {body_limit} bytes")
+
+
+def _per_try(timeouts: BackendTimeouts, per_try: float) -> BackendTimeouts:
+    """The timeouts of one try: the response head within `per_try` when it is shorter."""
+    if per_try and (not timeouts.response_header or per_try < timeouts.response_header):
+        return replace(timeouts, response_header=per_try)
+    return timeouts
 
 
 def _remote_credential(remote: RemoteCluster) -> Headers | None:
@@ -141,12 +150,28 @@ class Forwarder:
     async def _attempts(
         self, ex: Exchange, backend: Backend, body_limit: int, expires: float | None
     ) -> None:
-        timeouts = backend.config.timeouts
-        attempts = max(1, backend.config.retries.attempts)
+        retry = backend.config.retries
+        timeouts = _per_try(backend.config.timeouts, retry.per_try_timeout)
+        attempts = max(1, retry.attempts)
+        # A reset or a timeout is retried only if the request can be sent again as it was:
+        # idempotent (RFC 9110 §9.2.2), no body to replay, not an upgrade.
+        replayable = ex.body is None and ex.upgrade is None and ex.head.method in IDEMPOTENT_METHODS
+        budget = backend.retry_budget
+        budget.record_request()
         h1_head: tuple[bytes, bool] | None = None
         tried: list[str] = []
         last_error: KedgeError | None = None
-        for _ in range(attempts):
+        for n in range(attempts):
+            if n:
+                assert last_error is not None
+                if not budget.try_withdraw():
+                    raise last_error  # the budget is spent: no retry storm
+                if self._on_retry is not None:
+                    self._on_retry(backend.name)
+                # Full jitter (exponential, capped): retries of many requests spread out.
+                await asyncio.sleep(
+                    random.uniform(0, min(retry.backoff_max, retry.backoff_base * 2 ** (n - 1)))
+                )
             try:
                 endpoint = backend.pick(tried)
             except NoEndpoints:
@@ -195,11 +220,15 @@ class Forwarder:
                 last_error = exc
                 if self._on_connect_failure is not None and isinstance(exc, UpstreamConnectError):
                     self._on_connect_failure(backend.name)
-                if self._on_retry is not None and len(tried) < attempts:
-                    self._on_retry(backend.name)
-            except (BadGateway, UpstreamTimeout):
+            except (UpstreamReset, UpstreamTimeout) as exc:
+                failed = True
+                outcome = Outcome.GATEWAY_FAILURE
+                if ex.head_sent or not replayable:
+                    raise
+                last_error = exc  # nothing reached the client: another endpoint may answer
+            except BadGateway:
                 failed = True  # the endpoint's fault: a latency sample with a penalty
-                outcome = Outcome.GATEWAY_FAILURE  # reset, protocol error, response timeout
+                outcome = Outcome.GATEWAY_FAILURE  # a protocol error (not retried)
                 raise
             finally:
                 backend.loads.end(key, started, _latency(ex, started, failed, timeouts))
