@@ -123,6 +123,10 @@ class EdgeApp:
             else None
         )
         self.metrics.config_generation.set(1)
+        m = self.metrics
+        m.endpoint_in_flight.set_collector(partial(self._endpoint_series, "in_flight"))
+        m.endpoint_latency.set_collector(partial(self._endpoint_series, "latency"))
+        m.endpoint_available.set_collector(partial(self._endpoint_series, "available"))
 
     # -- state ---------------------------------------------------------------------------
     def _make_backend_on_change(self) -> Callable[[Backend], None]:
@@ -187,6 +191,27 @@ class EdgeApp:
                 verdict=verdict.value,
                 reason=reason,
             )
+
+    def _endpoint_series(self, what: str) -> list[tuple[tuple[str, ...], float]]:
+        """Per-endpoint gauges at scrape time, for every backend of the current state."""
+        out: list[tuple[tuple[str, ...], float]] = []
+        for name, b in self.state.backends.items():
+            for e in b.endpoints.endpoints + b.remotes.endpoints:
+                labels = (
+                    name,
+                    e.key,
+                    str(b.tier(e)),
+                    e.label("cluster") or "",
+                    e.label("zone") or "",
+                )
+                if what == "in_flight":
+                    value = float(b.loads.in_flight(e.key))
+                elif what == "latency":
+                    value = b.loads.estimate(e.key)
+                else:
+                    value = 1.0 if b.health.available(e.key) else 0.0
+                out.append((labels, value))
+        return out
 
     def readiness(self) -> tuple[bool, str]:
         """Ready once every backend's resolver has published at least once since start.

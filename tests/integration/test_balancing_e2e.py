@@ -59,3 +59,10 @@ async def test_the_slow_endpoint_gets_little_traffic_with_p2c_ewma(
         assert ewma[fast.address] < 40
         if slow.requests:
             assert ewma[slow.address] > 40
+        async with session.get(edge.admin_url + "/metrics") as r:
+            metrics = await r.text()
+        for address in (fast.address, slow.address):
+            series = f'backend="app",endpoint="{address}",tier="0",cluster="",zone=""'
+            assert f"kedge_endpoint_latency_ewma_seconds{{{series}}}" in metrics
+            assert f"kedge_endpoint_available{{{series}}} 1" in metrics
+            assert f"kedge_endpoint_in_flight{{{series}}} 0" in metrics

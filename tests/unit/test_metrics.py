@@ -340,6 +340,9 @@ def test_edge_metrics_names_types_and_labels() -> None:
         "kedge_http2_connections_closed_total": "counter",
         "kedge_auth_decisions_total": "counter",
         "kedge_discovered_routes": "gauge",
+        "kedge_endpoint_in_flight": "gauge",
+        "kedge_endpoint_latency_ewma_seconds": "gauge",
+        "kedge_endpoint_available": "gauge",
         "kedge_discovery_problems": "gauge",
         "kedge_upstream_connections_opened_total": "counter",
         "kedge_upstream_connect_failures_total": "counter",
@@ -379,3 +382,21 @@ def test_edge_metrics_start_every_error_kind_at_zero() -> None:
         if name == "kedge_errors_total"
     }
     assert kinds == dict.fromkeys(all_error_kinds(), "0")
+
+
+def test_a_gauge_collector_renders_series_computed_at_scrape_time() -> None:
+    r = MetricsRegistry()
+    g = r.gauge("kedge_things", "Things.", ("backend", "endpoint"))
+    state = [(("b", "10.0.0.2:80"), 2.0), (("a", 'we"ird\n'), 0.5)]
+    g.set_collector(lambda: state)
+    text = r.render().decode()
+    assert 'kedge_things{backend="a",endpoint="we\\"ird\\n"} 0.5\n' in text
+    assert text.index('backend="a"') < text.index('backend="b"')  # sorted
+    state.pop()
+    assert 'backend="a"' not in r.render().decode()  # series go with the state
+
+    def broken() -> list[tuple[tuple[str, ...], float]]:
+        raise RuntimeError("bug")
+
+    g.set_collector(broken)
+    assert "# TYPE kedge_things gauge" in r.render().decode()  # the scrape still works

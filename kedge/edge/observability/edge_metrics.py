@@ -40,6 +40,10 @@ class EdgeMetrics:
         outlier detection (consecutive 5xx or connect failures).
       healthy_endpoints: kedge_backend_healthy_endpoints{backend}: ready endpoints neither
         ejected nor failing active checks, read at scrape time (`health_hooks`).
+      endpoint_in_flight, endpoint_latency, endpoint_available:
+        kedge_endpoint_in_flight, kedge_endpoint_latency_ewma_seconds and
+        kedge_endpoint_available {backend,endpoint,tier,cluster,zone}: per endpoint,
+        computed at scrape time (the app sets their collectors).
       health_checks: kedge_health_checks_total{backend,result}: active health checks
         ended, result "success" or "failure" (a timeout is a failure).
       config_reloads: kedge_config_reloads_total{result}: reload attempts, result
@@ -132,6 +136,22 @@ class EdgeMetrics:
             "kedge_backend_healthy_endpoints",
             "Ready endpoints per backend that are neither ejected nor failing active checks.",
             ("backend",),
+        )
+        # Per endpoint, computed at scrape time from the live backends (what /status shows):
+        # series come and go with the endpoints.
+        endpoint_labels = ("backend", "endpoint", "tier", "cluster", "zone")
+        self.endpoint_in_flight = r.gauge(
+            "kedge_endpoint_in_flight", "Requests in flight to an endpoint.", endpoint_labels
+        )
+        self.endpoint_latency = r.gauge(
+            "kedge_endpoint_latency_ewma_seconds",
+            "Peak-EWMA response-head latency estimate of an endpoint (what p2c_ewma uses).",
+            endpoint_labels,
+        )
+        self.endpoint_available = r.gauge(
+            "kedge_endpoint_available",
+            "1 when an endpoint may be picked: neither ejected nor failing active checks.",
+            endpoint_labels,
         )
         self.health_checks = r.counter(
             "kedge_health_checks_total",

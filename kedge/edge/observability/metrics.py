@@ -278,6 +278,8 @@ class Counter(_Family[CounterChild]):
 class Gauge(_Family[GaugeChild]):
     kind = "gauge"
 
+    _collector: Callable[[], Iterable[tuple[tuple[str, ...], float]]] | None = None
+
     def _make_child(self, pairs: str) -> GaugeChild:
         return GaugeChild(pairs)
 
@@ -296,6 +298,29 @@ class Gauge(_Family[GaugeChild]):
 
     def set_function(self, fn: Callable[[], float]) -> None:
         self._only().set_function(fn)
+
+    def set_collector(self, fn: Callable[[], Iterable[tuple[tuple[str, ...], float]]]) -> None:
+        """Compute every series at scrape time from `fn` (label values, value): for series
+        that come and go with the state they describe (per-endpoint gauges)."""
+        self._collector = fn
+
+    def _render(self, out: list[str]) -> None:
+        collector = self._collector
+        if collector is None:
+            super()._render(out)
+            return
+        out.append(f"# HELP {self.name} {_escape_help(self.help)}\n")
+        out.append(f"# TYPE {self.name} {self.kind}\n")
+        try:
+            series = sorted(collector())
+        except Exception:  # a broken collector must not fail the whole scrape
+            series = []
+        for values, value in series:
+            pairs = ",".join(
+                f'{n}="{_escape_label_value(v)}"'
+                for n, v in zip(self.labelnames, values, strict=True)
+            )
+            _render_sample(out, self.name, pairs, value)
 
 
 class Histogram(_Family[HistogramChild]):
