@@ -74,10 +74,6 @@ class OutlierDetector:
         self._states = {k: self._states.get(k) or OutlierState() for k in sorted(live)}
         self._ejected &= live
 
-    @property
-    def endpoint_count(self) -> int:
-        return len(self._states)
-
     # -- outcomes ------------------------------------------------------------------------
     def record(self, key: str, outcome: Outcome) -> bool:
         """Record one request's outcome; True when this outcome ejected the endpoint."""
