@@ -8,14 +8,12 @@ config works from any working directory.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import ssl
 from collections.abc import Callable
 from functools import partial
 from importlib import resources
-from typing import Literal
 
 from kedge.core.config_loading import (
     Fields,
@@ -23,7 +21,6 @@ from kedge.core.config_loading import (
     claim_name,
     dataclass_keys,
     existing_file,
-    is_dns_name,
     load_yaml,
     node_list,
     parse_yaml_text,
@@ -37,7 +34,6 @@ from kedge.edge.config import (
     BackendTlsConfig,
     Balancer,
     ClientCertConfig,
-    DnsResolverConfig,
     EdgeConfig,
     LimitsConfig,
     ListenerConfig,
@@ -45,11 +41,7 @@ from kedge.edge.config import (
     LocalityConfig,
     PoolConfig,
     RemoteClusterConfig,
-    ResolverConfig,
     RetryConfig,
-    SrvResolverConfig,
-    StaticEndpoint,
-    StaticResolverConfig,
     TimeoutsConfig,
     UpstreamProtocol,
 )
@@ -61,7 +53,8 @@ from kedge.edge.config_auth import (
 )
 from kedge.edge.config_health import parse_backend_health
 from kedge.edge.config_http2 import parse_http2
-from kedge.edge.config_kubernetes import parse_k8s_resolver, parse_kubernetes
+from kedge.edge.config_kubernetes import parse_kubernetes
+from kedge.edge.config_resolvers import address_of, dns_name, parse_resolver
 from kedge.edge.config_routes import parse_adhoc_rule, parse_routes
 from kedge.edge.tls_contexts import listener_context
 
@@ -124,7 +117,7 @@ def parse_edge_config(data: object, source: str, *, base_dir: str | None = None)
         limits=_limits(f.get("limits"), base.limits),
         timeouts=_timeouts(f.get("timeouts"), base.timeouts),
         http2=parse_http2(f.get("http2"), base.http2),
-        demo_backend=_address(n) if (n := f.get("demo_backend")) else base.demo_backend,
+        demo_backend=address_of(n) if (n := f.get("demo_backend")) else base.demo_backend,
         access_log=f.get_bool("access_log", base.access_log),
         auth=parse_auth(f.get("auth"), base_dir),
         kubernetes=parse_kubernetes(f.get("kubernetes"), base.kubernetes, base_dir),
@@ -136,11 +129,6 @@ def parse_edge_config(data: object, source: str, *, base_dir: str | None = None)
 
 
 # --- small shared pieces --------------------------------------------------------------
-
-
-def _address(node: Node, *, allow_port_zero: bool = False) -> Address:
-    host, port = node.as_address(allow_port_zero=allow_port_zero)
-    return Address(host, port)
 
 
 def _optional_tls(f: Fields, keys: tuple[str, ...]) -> Fields | None:
@@ -164,7 +152,7 @@ def _listeners(node: Node, base_dir: str | None) -> tuple[ListenerConfig, ...]:
         name = f.get_str("name", f"listeners[{i}]")
         claim_name(seen, name, f.get("name") or item, "listener")
         # Port 0 lets tests bind a free port; the app reports the one it got.
-        address = _address(
+        address = address_of(
             f.require("address", "e.g. `address: 127.0.0.1:8080`"), allow_port_zero=True
         )
         tls = _optional_tls(f, dataclass_keys(ListenerTls))
@@ -217,7 +205,7 @@ def _admin(node: Node | None, default: AdminConfig) -> AdminConfig:
         return default
     f = node.as_mapping(dataclass_keys(AdminConfig))
     n = f.get("address")
-    return default if n is None else AdminConfig(_address(n, allow_port_zero=True))
+    return default if n is None else AdminConfig(address_of(n, allow_port_zero=True))
 
 
 def _limits(node: Node | None, d: LimitsConfig) -> LimitsConfig:
@@ -302,7 +290,7 @@ def _backend(item: Node, base_dir: str | None) -> BackendConfig:
             f"use lower-case letters, digits, '_', '.', '-' (start with a letter or digit, "
             f"at most 63 characters), e.g. {suggestion!r}",
         )
-    resolver = _resolver(
+    resolver = parse_resolver(
         f.require("resolver", "e.g. `resolver: {static: {endpoints: [127.0.0.1:9000]}}`")
     )
     base = BackendConfig(name, resolver)
@@ -349,7 +337,7 @@ def _remote_clusters(node: Node | None, base_dir: str | None) -> tuple[RemoteClu
         name = f.require("name", "name the remote cluster, e.g. `name: cluster-b`").as_str()
         claim_name(seen, name, item.child("name"), "remote cluster")
         endpoints = tuple(
-            _address(n)
+            address_of(n)
             for n in f.require(
                 "endpoints", "list the remote edge's addresses, e.g. [edge.cluster-b.test:443]"
             ).as_list(allow_empty=False)
@@ -384,7 +372,7 @@ def _backend_tls(f: Fields, base_dir: str | None) -> BackendTlsConfig:
     server_name = f.get("server_name")
     tls = BackendTlsConfig(
         ca_file=existing_file(n, base_dir) if (n := f.get("ca_file")) else d.ca_file,
-        server_name=_dns_name(server_name) if server_name else d.server_name,
+        server_name=dns_name(server_name) if server_name else d.server_name,
         insecure_skip_verify=f.get_bool("insecure_skip_verify", d.insecure_skip_verify),
         cert_file=existing_file(n, base_dir) if (n := f.get("cert_file")) else d.cert_file,
         key_file=existing_file(n, base_dir) if (n := f.get("key_file")) else d.key_file,
@@ -448,153 +436,6 @@ def _retries(node: Node, d: RetryConfig) -> RetryConfig:
         per_try_timeout=f.get_duration("per_try_timeout", d.per_try_timeout),
         backoff_base=f.get_duration("backoff_base", d.backoff_base),
         backoff_max=f.get_duration("backoff_max", d.backoff_max),
-    )
-
-
-# --- resolvers --------------------------------------------------------------------------
-
-_RESOLVER_KINDS = ("static", "dns", "srv", "k8s")
-
-
-def _resolver(node: Node) -> ResolverConfig:
-    f = node.as_mapping(_RESOLVER_KINDS)
-    given = [k for k in _RESOLVER_KINDS if k in f]
-    if len(given) != 1:
-        problem = (
-            "no resolver given" if not given else f"several resolvers given: {', '.join(given)}"
-        )
-        raise node.error(
-            f"{problem}; exactly one of static, dns, srv, k8s is needed", "keep exactly one"
-        )
-    kind = given[0]
-    n = node.child(kind)
-    if kind == "static":
-        return _static(n)
-    if kind == "dns":
-        return _dns(n)
-    if kind == "k8s":
-        return parse_k8s_resolver(n)
-    return _srv(n)
-
-
-def _static(node: Node) -> StaticResolverConfig:
-    f = node.as_mapping(dataclass_keys(StaticResolverConfig))
-    items = f.require("endpoints", "e.g. `endpoints: [127.0.0.1:9000]`").as_list(allow_empty=False)
-    seen: dict[Address, str] = {}
-    out: list[StaticEndpoint] = []
-    for item in items:
-        endpoint = _static_endpoint(item)
-        if endpoint.address in seen:
-            raise item.error(
-                f"duplicate endpoint {endpoint.address} (also {seen[endpoint.address]})",
-                "list each address once; use weight to send it more traffic",
-            )
-        seen[endpoint.address] = item.path
-        out.append(endpoint)
-    return StaticResolverConfig(tuple(out))
-
-
-def _static_endpoint(item: Node) -> StaticEndpoint:
-    if isinstance(item.value, str):
-        return StaticEndpoint(_address(item))
-    if not isinstance(item.value, dict):
-        raise item.error(
-            'expected "host:port" or a mapping with address, labels, weight',
-            "write `- 127.0.0.1:9000` or `- {address: 127.0.0.1:9000, weight: 2}`",
-        )
-    f = item.as_mapping(("address", "labels", "weight"))
-    base = StaticEndpoint(_address(f.require("address", "e.g. `address: 127.0.0.1:9000`")))
-    labels = base.labels
-    if (n := f.get("labels")) is not None:
-        g = n.as_mapping()
-        labels = tuple(sorted((k, n.child(k).as_str(allow_empty=True)) for k in g))
-    return StaticEndpoint(base.address, labels, f.get_int("weight", base.weight, minimum=1))
-
-
-def _dns_name(node: Node) -> str:
-    name = node.as_str()
-    if not is_dns_name(name):
-        raise node.error(f"{name!r} is not a valid DNS name", "e.g. svc.example.test")
-    return name.lower()
-
-
-def _resolver_name(node: Node) -> str:
-    name = _dns_name(node)
-    try:
-        ipaddress.ip_address(name.rstrip("."))
-    except ValueError:
-        return name
-    raise node.error(
-        f"{name!r} is an IP address, not a DNS name", "use a `static` resolver for fixed IPs"
-    )
-
-
-def _ttls(f: Fields, min_default: float, max_default: float) -> tuple[float, float]:
-    min_ttl = f.get_duration("min_ttl", min_default)
-    max_ttl = f.get_duration("max_ttl", max_default, allow_zero=False)
-    if min_ttl > max_ttl:
-        key = "max_ttl" if "max_ttl" in f else "min_ttl"
-        raise f.node.child(key).error(
-            f"min_ttl ({min_ttl:g}s) is greater than max_ttl ({max_ttl:g}s)",
-            "make min_ttl <= max_ttl",
-        )
-    return min_ttl, max_ttl
-
-
-def _nameservers(node: Node | None, default: tuple[Address, ...]) -> tuple[Address, ...]:
-    return default if node is None else tuple(_address(n) for n in node.as_list())
-
-
-def _dns(node: Node) -> DnsResolverConfig:
-    f = node.as_mapping(dataclass_keys(DnsResolverConfig))
-    base = DnsResolverConfig(
-        name=_resolver_name(f.require("name", "e.g. `name: svc.example.test`")),
-        port=f.require("port", "e.g. `port: 80`").as_port(),
-    )
-    min_ttl, max_ttl = _ttls(f, base.min_ttl, base.max_ttl)
-    families = base.families
-    if (n := f.get("families")) is not None:
-        families = _families(n)
-    return DnsResolverConfig(
-        base.name,
-        base.port,
-        min_ttl,
-        max_ttl,
-        _nameservers(f.get("nameservers"), base.nameservers),
-        families,
-    )
-
-
-def _families(node: Node) -> tuple[Literal["A", "AAAA"], ...]:
-    out: list[Literal["A", "AAAA"]] = []
-    for item in node.as_list(allow_empty=False):
-        text = item.as_str().upper()
-        family: Literal["A", "AAAA"]
-        if text == "A":
-            family = "A"
-        elif text == "AAAA":
-            family = "AAAA"
-        else:
-            raise item.error(f"unknown address family {item.value!r}", "use A, AAAA or both")
-        if family in out:
-            raise item.error(f"{family} is listed twice", "list each family once")
-        out.append(family)
-    return tuple(out)
-
-
-def _srv(node: Node) -> SrvResolverConfig:
-    f = node.as_mapping(dataclass_keys(SrvResolverConfig))
-    base = SrvResolverConfig(
-        _resolver_name(f.require("name", "e.g. `name: _http._tcp.svc.example.test`"))
-    )
-    min_ttl, max_ttl = _ttls(f, base.min_ttl, base.max_ttl)
-    port_override = n.as_port() if (n := f.get("port_override")) else base.port_override
-    return SrvResolverConfig(
-        base.name,
-        port_override,
-        min_ttl,
-        max_ttl,
-        _nameservers(f.get("nameservers"), base.nameservers),
     )
 
 
