@@ -100,3 +100,16 @@ async def test_a_global_hub_cluster_hierarchy_through_two_hops() -> None:
         # Every hop added itself (RFC 9110 §7.6.3) and the client address chain.
         assert req.header("via") == "1.1 kedge, 1.1 kedge, 1.1 kedge"
         assert req.header("x-forwarded-for") == "127.0.0.1, 127.0.0.1, 127.0.0.1"
+
+
+async def test_the_last_try_goes_to_a_tier_not_tried_yet() -> None:
+    """A whole local tier just died (nothing ejected yet): with 2 attempts, every request
+    still succeeds, because the last try leaves the tier (Envoy's previous_priorities)."""
+    async with recording_backend() as remote_edge:
+        dead = ", ".join(f'"127.0.0.1:{p}"' for p in (9, 19, 29, 39))
+        yaml = _edge(dead, _remote("b", remote_edge)).replace(
+            "remote_clusters:", "retries: {attempts: 2}\n    remote_clusters:"
+        )
+        async with running_edge(yaml) as edge:
+            assert await _get(edge.url, 12) == [200] * 12
+        assert len(remote_edge.requests) == 12

@@ -81,3 +81,13 @@ def test_a_healthy_local_zone_keeps_all_the_traffic() -> None:
     tiers = Tiers.build(endpoints, lambda k: True, HERE, prio, 0.7)
     rng = Random(1)
     assert all(pick_tier(tiers, rng) == (endpoints[0],) for _ in range(1000))
+
+
+def test_untried_is_the_nearest_tier_a_request_has_not_tried() -> None:
+    local = [ep(1, zone="eu-1"), ep(2, zone="eu-1")]
+    far = [ep(3, zone="eu-2")]
+    remote = [ep(4, cluster="b")]
+    tiers = Tiers.build(local + far + remote, lambda k: k != far[0].key, HERE, prio, 0.7)
+    assert tiers.untried([local[0].key]) == tuple(remote)  # eu-2 has no usable endpoint
+    assert tiers.untried([local[0].key, remote[0].key]) == ()
+    assert tiers.untried([]) == tuple(local)

@@ -15,7 +15,7 @@ normalised (degraded mode): traffic follows the remaining capacity.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from random import Random
 
@@ -89,6 +89,7 @@ class Tiers:
 
     groups: tuple[tuple[Endpoint, ...], ...]
     shares: tuple[float, ...]
+    group_of: Mapping[str, int]  # endpoint key -> index in `groups` (all endpoints)
 
     @staticmethod
     def build(
@@ -104,12 +105,24 @@ class Tiers:
         order = sorted(by_tier)
         groups: list[tuple[Endpoint, ...]] = []
         health: list[tuple[int, int]] = []
-        for t in order:
+        group_of: dict[str, int] = {}
+        for i, t in enumerate(order):
             members = by_tier[t]
             usable = tuple(e for e in members if available(e.key))
             groups.append(usable)
             health.append((len(usable), len(members)))
-        return Tiers(tuple(groups), tuple(tier_shares(health, healthy_capacity)))
+            group_of.update((e.key, i) for e in members)
+        return Tiers(tuple(groups), tuple(tier_shares(health, healthy_capacity)), group_of)
+
+    def untried(self, tried: Collection[str]) -> tuple[Endpoint, ...]:
+        """The nearest tier none of `tried` belongs to that has usable endpoints (the last
+        attempt of a request goes there: Envoy's previous_priorities, for failover when a
+        whole tier just died and is not ejected yet); () when there is none."""
+        used = {self.group_of[k] for k in tried if k in self.group_of}
+        for i, group in enumerate(self.groups):
+            if i not in used and group:
+                return group
+        return ()
 
 
 def pick_tier(tiers: Tiers, rng: Random) -> tuple[Endpoint, ...]:

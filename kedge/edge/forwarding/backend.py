@@ -149,7 +149,7 @@ class Backend:
         self._tiers_generation = -1
 
     # -- balancing -----------------------------------------------------------------------
-    def _candidates(self, exclude: Collection[str]) -> tuple[Endpoint, ...]:
+    def _candidates(self, exclude: Collection[str], last: bool) -> tuple[Endpoint, ...]:
         """Where this request may go: the usable endpoints of the tier drawn by share (see
         locality), or of the nearest tier with an endpoint this request has not tried; all
         usable ones (with panic mode) when there is one tier or none is left."""
@@ -167,6 +167,8 @@ class Backend:
                 self.tiers = tiers if len(tiers.groups) > 1 else None
                 self._tiers_generation = generation
             if self.tiers is not None:
+                if last and exclude and (other := self.tiers.untried(exclude)):
+                    return other
                 tier = pick_tier(self.tiers, self._rng)
                 if tier and not all(e.key in exclude for e in tier):
                     return tier
@@ -181,8 +183,10 @@ class Backend:
         """The endpoint's locality tier (see locality.tier_of)."""
         return tier_of(endpoint, self._here, self.remotes.priority)
 
-    def pick(self, exclude: Collection[str] = ()) -> Endpoint:
-        ready = self._candidates(exclude)
+    def pick(self, exclude: Collection[str] = (), *, last: bool = False) -> Endpoint:
+        """An endpoint for the next try; `exclude`: those this request tried already;
+        `last`: the request's last try, which goes to a tier it has not tried if any."""
+        ready = self._candidates(exclude, last)
         balancer = self.config.balancer
         if balancer is Balancer.P2C_EWMA:
             endpoint = p2c(ready, self.loads.cost, self._rng, exclude)

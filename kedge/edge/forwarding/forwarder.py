@@ -173,7 +173,7 @@ class Forwarder:
                     random.uniform(0, min(retry.backoff_max, retry.backoff_base * 2 ** (n - 1)))
                 )
             try:
-                endpoint = backend.pick(tried)
+                endpoint = backend.pick(tried, last=n > 0 and n == attempts - 1)
             except NoEndpoints:
                 if last_error is not None:
                     raise last_error from None
