@@ -41,7 +41,9 @@ from kedge.edge.config import (
     LocalityConfig,
     PoolConfig,
     RemoteClusterConfig,
+    ResolverConfig,
     RetryConfig,
+    StaticResolverConfig,
     TimeoutsConfig,
     UpstreamProtocol,
 )
@@ -290,9 +292,17 @@ def _backend(item: Node, base_dir: str | None) -> BackendConfig:
             f"use lower-case letters, digits, '_', '.', '-' (start with a letter or digit, "
             f"at most 63 characters), e.g. {suggestion!r}",
         )
-    resolver = parse_resolver(
-        f.require("resolver", "e.g. `resolver: {static: {endpoints: [127.0.0.1:9000]}}`")
-    )
+    if "resolver" not in f and "remote_clusters" in f:
+        # Served by other clusters' edges only (a global edge in front of cluster edges).
+        resolver: ResolverConfig = StaticResolverConfig(endpoints=())
+    else:
+        resolver = parse_resolver(
+            f.require(
+                "resolver",
+                "e.g. `resolver: {static: {endpoints: [127.0.0.1:9000]}}` "
+                "(or `remote_clusters:` for a backend served by other clusters' edges only)",
+            )
+        )
     base = BackendConfig(name, resolver)
     tls = _optional_tls(f, dataclass_keys(BackendTlsConfig))
     protocol = _protocol(f, base.protocol, tls is not None)

@@ -113,3 +113,21 @@ async def test_the_last_try_goes_to_a_tier_not_tried_yet() -> None:
         async with running_edge(yaml) as edge:
             assert await _get(edge.url, 12) == [200] * 12
         assert len(remote_edge.requests) == 12
+
+
+async def test_a_backend_served_by_remote_clusters_only() -> None:
+    async with recording_backend() as remote_edge:
+        yaml = f"""
+listeners: [{{name: http, address: "127.0.0.1:0"}}]
+admin: {{address: "127.0.0.1:0"}}
+backends:
+  - name: app
+    remote_clusters: [{_remote("b", remote_edge)}]
+routes: [{{name: app, backend: app, match: {{host: app.test}}}}]
+"""
+        async with running_edge(yaml) as edge:
+            assert await _get(edge.url, 3) == [200] * 3
+            async with aiohttp.ClientSession() as s, s.get(edge.admin_url + "/status") as r:
+                (remote,) = (await r.json())["backends"]["app"]["remote_clusters"]
+        assert len(remote_edge.requests) == 3
+        assert remote["name"] == "b" and remote["available"] == 1

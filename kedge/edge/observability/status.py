@@ -48,6 +48,8 @@ def backend_status(backend: Backend) -> dict[str, object]:
                 "priority": c.priority,
                 "weight": c.weight,
                 "endpoints": [str(a) for a in c.endpoints],
+                # Its state: how many of its edge's addresses may take traffic now.
+                "available": sum(backend.health.available(str(a)) for a in c.endpoints),
             }
             for c in backend.config.remote_clusters
         ],
