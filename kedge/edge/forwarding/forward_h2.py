@@ -17,10 +17,11 @@ from kedge.core.codec.client_h2 import UpstreamStream
 from kedge.core.errors import BodyTooLarge, KedgeError, UpstreamTimeout
 from kedge.core.http.body import BodyStream
 from kedge.core.http.exchange import Exchange
-from kedge.core.http.headers import forward_request_headers, forward_response_headers
+from kedge.core.http.headers import forward_response_headers
 from kedge.core.http.messages import Headers, ResponseHead, header_value
 from kedge.edge.config import BackendTimeouts
 from kedge.edge.forwarding.h2_pool import H2EndpointPool
+from kedge.edge.forwarding.request_headers import upstream_headers
 
 __all__ = ["exchange_h2", "request_fields"]
 
@@ -34,18 +35,7 @@ def request_fields(
     `hop`: fields for this endpoint only (a remote edge's credential)."""
     h = ex.head
     authority = h.authority
-    headers = forward_request_headers(
-        h.headers,
-        client_ip=ex.client_ip,
-        proto=ex.client_scheme,
-        authority=authority,
-        request_id=ex.request_id,
-        version=h.version,
-    )
-    if ex.edge_headers:
-        headers += ex.edge_headers
-    if hop:
-        headers += hop
+    headers = upstream_headers(ex, hop, upgrade=None)
     fields: Headers = [
         (b":method", h.method.encode("ascii")),
         (b":scheme", scheme),

@@ -32,7 +32,7 @@ from kedge.core.errors import (
 from kedge.core.http.body import BodyStream
 from kedge.core.http.exchange import Exchange
 from kedge.core.http.grpc import format_grpc_timeout, grpc_deadline
-from kedge.core.http.headers import forward_request_headers, forward_response_headers
+from kedge.core.http.headers import forward_response_headers
 from kedge.core.http.messages import Headers, ResponseHead, field_lines, header_value, last_chunk
 from kedge.edge.balancing.outlier import Outcome
 from kedge.edge.config import BackendTimeouts
@@ -41,6 +41,7 @@ from kedge.edge.forwarding.forward_h2 import exchange_h2, request_fields
 from kedge.edge.forwarding.h2_pool import H2EndpointPool
 from kedge.edge.forwarding.pool import EndpointPool
 from kedge.edge.forwarding.remote import RemoteCluster
+from kedge.edge.forwarding.request_headers import upstream_headers
 
 __all__ = ["IDEMPOTENT_METHODS", "Forwarder"]
 
@@ -113,19 +114,7 @@ class Forwarder:
         for this endpoint only (a remote edge's credential)."""
         h = ex.head
         authority = h.authority
-        headers = forward_request_headers(
-            h.headers,
-            client_ip=ex.client_ip,
-            proto=ex.client_scheme,
-            authority=authority,
-            request_id=ex.request_id,
-            upgrade=ex.upgrade,
-            version=h.version,
-        )
-        if ex.edge_headers:
-            headers += ex.edge_headers
-        if hop:
-            headers += hop
+        headers = upstream_headers(ex, hop, upgrade=ex.upgrade)
         chunked = ex.body is not None and header_value(h.headers, b"content-length") is None
         start = f"{h.method} {h.path_and_query} HTTP/1.1\r\nhost: {authority}\r\n"
         end = b"transfer-encoding: chunked\r\n\r\n" if chunked else b"\r\n"
