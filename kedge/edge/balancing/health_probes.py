@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kedge.core.codec.client_h2 import H2ClientConnection
 from kedge.core.http.messages import Headers, header_value
-from kedge.core.net.dial import dial
+from kedge.core.net.dial import EndpointDialer
 from kedge.edge.config import (
     GrpcHealthCheck,
     HealthProbe,
@@ -50,9 +50,7 @@ class ProbeTarget:
 
     endpoint: Endpoint
     protocol: UpstreamProtocol
-    ssl_context: ssl.SSLContext | None
-    server_hostname: str | None
-    timeout: float  # the connect part; the caller bounds the whole probe as well
+    dialer: EndpointDialer  # the connect part; the caller bounds the whole probe as well
 
 
 async def probe(check: HealthProbe, target: ProbeTarget) -> None:
@@ -67,16 +65,8 @@ async def probe(check: HealthProbe, target: ProbeTarget) -> None:
 
 
 async def _tcp(target: ProbeTarget) -> None:
-    address = target.endpoint.address
-    transport, _ = await dial(
-        asyncio.Protocol,
-        address.host,
-        address.port,
-        key=target.endpoint.key,
-        connect_timeout=target.timeout,
-        ssl_context=None,
-        server_hostname=None,
-    )
+    plain = replace(target.dialer, ssl_context=None, server_hostname=None)  # TCP only
+    transport, _ = await plain.open(asyncio.Protocol)
     transport.close()
 
 
@@ -89,8 +79,8 @@ async def _http1(check: HttpHealthCheck, target: ProbeTarget) -> None:
     reader, writer = await asyncio.open_connection(
         address.host,
         address.port,
-        ssl=target.ssl_context,
-        server_hostname=target.server_hostname if target.ssl_context else None,
+        ssl=target.dialer.ssl_context,
+        server_hostname=target.dialer.server_hostname,
     )
     try:
         writer.write(
@@ -122,7 +112,7 @@ def _expect_status(check: HttpHealthCheck, status: int) -> None:
 async def _http2(check: HttpHealthCheck, target: ProbeTarget) -> None:
     fields: Headers = [
         (b":method", b"GET"),
-        (b":scheme", b"https" if target.ssl_context else b"http"),
+        (b":scheme", b"https" if target.dialer.ssl_context else b"http"),
         (b":authority", _host(check.host, target).encode("ascii")),
         (b":path", check.path.encode("latin-1")),
         (b"user-agent", _USER_AGENT),
@@ -190,7 +180,7 @@ def _read_varint(data: bytes, i: int) -> tuple[int, int]:
 async def _grpc(check: GrpcHealthCheck, target: ProbeTarget) -> None:
     fields: Headers = [
         (b":method", b"POST"),
-        (b":scheme", b"https" if target.ssl_context else b"http"),
+        (b":scheme", b"https" if target.dialer.ssl_context else b"http"),
         (b":authority", _host(check.host, target).encode("ascii")),
         (b":path", b"/grpc.health.v1.Health/Check"),
         (b"content-type", b"application/grpc"),
@@ -216,18 +206,9 @@ async def _h2_request(
     target: ProbeTarget, fields: Headers, body: bytes | None
 ) -> tuple[int, Headers, bytes, Headers | None]:
     """One request on a fresh HTTP/2 connection: status, head fields, body, trailers."""
-    address = target.endpoint.address
-    transport, conn = await dial(
-        lambda: H2ClientConnection(target.endpoint.key),
-        address.host,
-        address.port,
-        key=target.endpoint.key,
-        connect_timeout=target.timeout,
-        ssl_context=target.ssl_context,
-        server_hostname=target.server_hostname,
-    )
+    transport, conn = await target.dialer.open(lambda: H2ClientConnection(target.endpoint.key))
     try:
-        if target.ssl_context is not None:
+        if target.dialer.ssl_context is not None:
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
                 raise ProbeFailed("the endpoint did not negotiate h2 (ALPN)")

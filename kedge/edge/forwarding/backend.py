@@ -17,6 +17,7 @@ from random import Random
 
 from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import NoEndpoints
+from kedge.core.net.dial import EndpointDialer
 from kedge.core.net.tls import client_context
 from kedge.edge.balancing.endpoint_health import EndpointHealth, HealthHooks
 from kedge.edge.balancing.health import HealthChecker
@@ -206,37 +207,41 @@ class Backend:
         checks, or all of them in panic mode (see endpoint_health)."""
         return self.health.usable(self._ready)
 
-    def _server_hostname(self, endpoint: Endpoint) -> str:
-        tls = self.config.tls
-        return tls.server_name if tls and tls.server_name else endpoint.address.host
+    def _reach(self, endpoint: Endpoint) -> tuple[UpstreamProtocol, EndpointDialer]:
+        """How this backend talks to `endpoint`: a remote cluster's edge has its own TLS
+        and protocol; the backend's own endpoints use the backend's."""
+        remote = self.remotes.get(endpoint.key)
+        if remote is not None:
+            protocol, ctx = remote.config.protocol, remote.ssl_context
+            server_name = remote.server_name(endpoint)
+        else:
+            tls = self.config.tls
+            protocol, ctx = self.config.protocol, self._ssl
+            server_name = tls.server_name if tls and tls.server_name else endpoint.address.host
+        address = endpoint.address
+        dialer = EndpointDialer(
+            address.host,
+            address.port,
+            endpoint.key,
+            self.config.timeouts.connect,
+            ctx,
+            server_name if ctx is not None else None,
+        )
+        return protocol, dialer
 
     def _probe_target(self, endpoint: Endpoint) -> ProbeTarget:
-        return ProbeTarget(
-            endpoint,
-            self.config.protocol,
-            self._ssl,
-            self._server_hostname(endpoint),
-            self.config.timeouts.connect,
-        )
+        protocol, dialer = self._reach(endpoint)
+        return ProbeTarget(endpoint, protocol, dialer)
 
     def pool(self, endpoint: Endpoint) -> EndpointPool | H2EndpointPool:
         pool = self.pools.get(endpoint.key)
         if pool is None:
-            remote = self.remotes.get(endpoint.key)
-            if remote is not None:  # another cluster's edge: its own TLS and protocol
-                protocol = remote.config.protocol
-                ssl_context, server_name = remote.ssl_context, remote.server_name(endpoint)
-            else:
-                protocol = self.config.protocol
-                ssl_context, server_name = self._ssl, self._server_hostname(endpoint)
+            protocol, dialer = self._reach(endpoint)
             cls = EndpointPool if protocol is UpstreamProtocol.HTTP1 else H2EndpointPool
             pool = cls(
-                endpoint.address,
+                dialer,
                 self.config.pool,
                 self._sweeper,
-                connect_timeout=self.config.timeouts.connect,
-                ssl_context=ssl_context,
-                server_hostname=server_name,
                 max_response_header_bytes=self._max_header_bytes,
                 on_connect=self._on_connect,
             )

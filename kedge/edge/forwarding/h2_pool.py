@@ -9,14 +9,13 @@ SETTINGS_MAX_CONCURRENT_STREAMS; a new connection is opened only when every one 
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Callable
 
 from kedge.core.codec.client_h2 import H2ClientConnection
 from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import UpstreamConnectError
-from kedge.core.net.dial import dial
-from kedge.edge.config import Address, PoolConfig
+from kedge.core.net.dial import EndpointDialer
+from kedge.edge.config import PoolConfig
 
 __all__ = ["H2EndpointPool"]
 
@@ -24,23 +23,17 @@ __all__ = ["H2EndpointPool"]
 class H2EndpointPool:
     def __init__(
         self,
-        address: Address,
+        dialer: EndpointDialer,
         config: PoolConfig,
         sweeper: DeadlineSweeper,
         *,
-        connect_timeout: float,
-        ssl_context: ssl.SSLContext | None = None,
-        server_hostname: str | None = None,
         max_response_header_bytes: int = 65536,
         on_connect: Callable[[], None] | None = None,
     ) -> None:
-        self.address = address
-        self.key = str(address)
+        self._dialer = dialer
+        self.key = dialer.key
         self._config = config
         self._sweeper = sweeper
-        self._connect_timeout = connect_timeout
-        self._ssl = ssl_context
-        self._server_hostname = server_hostname
         self._max_header_bytes = max_response_header_bytes
         self._on_connect = on_connect
         self.connections: list[H2ClientConnection] = []
@@ -60,7 +53,7 @@ class H2EndpointPool:
     async def acquire(self) -> H2ClientConnection:
         """A connection with room for one more stream."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._connect_timeout
+        deadline = loop.time() + self._dialer.connect_timeout
         while True:
             for conn in self.connections:
                 if conn.is_available:
@@ -88,7 +81,7 @@ class H2EndpointPool:
                         await asyncio.shield(self._connecting)
                 except TimeoutError:
                     raise UpstreamConnectError(
-                        f"connect to {self.key} timed out after {self._connect_timeout:g}s"
+                        f"connect to {self.key} timed out after {self._dialer.connect_timeout:g}s"
                     ) from None
             else:
                 # Every connection is full and no more may be opened: poll briefly for a
@@ -96,21 +89,15 @@ class H2EndpointPool:
                 await asyncio.sleep(min(0.01, remaining))
 
     async def _connect(self) -> H2ClientConnection:
-        transport, conn = await dial(
+        transport, conn = await self._dialer.open(
             lambda: H2ClientConnection(
                 self.key,
                 self._max_header_bytes,
                 on_lost=self._lost,
                 idle_timeout=self._config.idle_timeout,
-            ),
-            self.address.host,
-            self.address.port,
-            key=self.key,
-            connect_timeout=self._connect_timeout,
-            ssl_context=self._ssl,
-            server_hostname=self._server_hostname,
+            )
         )
-        if self._ssl is not None:
+        if self._dialer.ssl_context is not None:
             ssl_object = transport.get_extra_info("ssl_object")
             if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
                 conn.abort()

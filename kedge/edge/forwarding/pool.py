@@ -9,7 +9,6 @@ connections (`max_connections_per_endpoint`), making callers wait up to the conn
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from kedge.core.codec.client_h1 import H1ClientConnection
 from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import UpstreamConnectError
-from kedge.core.net.dial import dial
+from kedge.core.net.dial import EndpointDialer
 from kedge.edge.config import Address, AdhocRule, PoolConfig
 
 __all__ = ["AdhocPools", "EndpointPool"]
@@ -26,24 +25,18 @@ __all__ = ["AdhocPools", "EndpointPool"]
 class EndpointPool:
     def __init__(
         self,
-        address: Address,
+        dialer: EndpointDialer,
         config: PoolConfig,
         sweeper: DeadlineSweeper,
         *,
-        connect_timeout: float,
-        ssl_context: ssl.SSLContext | None = None,
-        server_hostname: str | None = None,
         max_response_header_bytes: int = 65536,
         on_connect: Callable[[], None] | None = None,
     ) -> None:
-        self.address = address
+        self._dialer = dialer
         self._on_connect = on_connect
-        self.key = str(address)
+        self.key = dialer.key
         self._config = config
         self._sweeper = sweeper
-        self._connect_timeout = connect_timeout
-        self._ssl = ssl_context
-        self._server_hostname = server_hostname
         self._max_header_bytes = max_response_header_bytes
         self._idle: deque[H1ClientConnection] = deque()
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -74,7 +67,7 @@ class EndpointPool:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         try:
-            async with asyncio.timeout(self._connect_timeout):
+            async with asyncio.timeout(self._dialer.connect_timeout):
                 await fut
         except TimeoutError:
             raise UpstreamConnectError(
@@ -88,14 +81,8 @@ class EndpointPool:
         """A new connection, bypassing the idle set."""
         self.open_connections += 1
         try:
-            _, conn = await dial(
-                lambda: H1ClientConnection(self.key, self._sweeper, self._max_header_bytes),
-                self.address.host,
-                self.address.port,
-                key=self.key,
-                connect_timeout=self._connect_timeout,
-                ssl_context=self._ssl,
-                server_hostname=self._server_hostname,
+            _, conn = await self._dialer.open(
+                lambda: H1ClientConnection(self.key, self._sweeper, self._max_header_bytes)
             )
         except UpstreamConnectError:
             self._slot_freed()
@@ -165,9 +152,8 @@ class AdhocPools:
                 # Evict the oldest pool (dict order is insertion order).
                 oldest = next(iter(self._pools))
                 self._pools.pop(oldest).close()
-            pool = EndpointPool(
-                address, PoolConfig(), self._sweeper, connect_timeout=rule.connect_timeout
-            )
+            dialer = EndpointDialer(address.host, address.port, key, rule.connect_timeout)
+            pool = EndpointPool(dialer, PoolConfig(), self._sweeper)
             self._pools[key] = pool
         return pool
 
