@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
-from kedge.core.errors import KedgeError
+from kedge.core.errors import BodyTooLarge, KedgeError
 from kedge.core.http.messages import Headers
 
 __all__ = ["BodyStream"]
@@ -115,6 +115,14 @@ class BodyStream:
         self._size = 0
         self._maybe_resume()
         return data
+
+    async def within(self, limit: int) -> AsyncIterator[bytes]:
+        """The rest of the body, read by read(); BodyTooLarge once more than `limit` bytes
+        (0 = no limit) arrived in all: what a route's body limit stops while streaming."""
+        while data := await self.read():
+            if limit and self.total > limit:
+                raise BodyTooLarge(f"request body larger than this route's limit of {limit} bytes")
+            yield data
 
     async def read(self) -> bytes:
         """The next buffered bytes (all of them, joined); b"" at the end. Raises the feed error."""

@@ -14,7 +14,7 @@ import asyncio
 import logging
 
 from kedge.core.codec.client_h2 import UpstreamStream
-from kedge.core.errors import BodyTooLarge, KedgeError, UpstreamTimeout
+from kedge.core.errors import KedgeError, UpstreamTimeout
 from kedge.core.http.body import BodyStream
 from kedge.core.http.exchange import Exchange
 from kedge.core.http.headers import forward_response_headers
@@ -142,14 +142,7 @@ async def _stream_response(ex: Exchange, rbody: BodyStream) -> None:
 async def _pump(body: BodyStream, stream: UpstreamStream, body_limit: int) -> None:
     """Request body from client to endpoint; the client's own window waits on this."""
     try:
-        while True:
-            data = await body.read()
-            if not data:
-                break
-            if body_limit and body.total > body_limit:
-                raise BodyTooLarge(
-                    f"request body larger than this route's limit of {body_limit} bytes"
-                )
+        async for data in body.within(body_limit):
             await stream.send_data(data)
         stream.end(body.trailers)
     except KedgeError as exc:

@@ -377,14 +377,7 @@ class Forwarder:
     ) -> None:
         """Request body from client to endpoint, with backpressure both ways."""
         try:
-            while True:
-                data = await body.read()
-                if not data:
-                    break
-                if body_limit and body.total > body_limit:
-                    raise BodyTooLarge(
-                        f"request body larger than this route's limit of {body_limit} bytes"
-                    )
+            async for data in body.within(body_limit):
                 conn.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
                 await conn.drain()
             if chunked:
