@@ -18,15 +18,12 @@ import time
 from collections.abc import Callable
 from typing import cast
 
-import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
 
-from kedge.core.codec.h2_io import H2Output, StreamFlow
-from kedge.core.codec.hpack_literal import LiteralEncoder
+from kedge.core.codec.h2_io import H2Output, StreamFlow, new_h2_connection
 from kedge.core.errors import (
     KedgeError,
     UpstreamProtocolError,
@@ -113,15 +110,7 @@ class H2ClientConnection(H2Output, asyncio.Protocol):
     ) -> None:
         self.key = key
         self._idle_timeout = idle_timeout
-        # Requests are built from validated heads (see server_h2): no outbound re-checks.
-        config = h2.config.H2Configuration(
-            client_side=True,
-            header_encoding=None,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        self.h2 = h2.connection.H2Connection(config=config)
-        self.h2.encoder = LiteralEncoder()  # type: ignore[assignment]  # see hpack_literal
+        self.h2 = new_h2_connection(client_side=True)
         self.h2.local_settings = h2.settings.Settings(
             client=True,
             initial_values={

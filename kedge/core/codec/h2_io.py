@@ -13,12 +13,31 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import h2.config
 import h2.connection
 import h2.exceptions
 
+from kedge.core.codec.hpack_literal import LiteralEncoder
 from kedge.core.errors import KedgeError
 
-__all__ = ["H2Output", "StreamFlow"]
+__all__ = ["H2Output", "StreamFlow", "new_h2_connection"]
+
+
+def new_h2_connection(*, client_side: bool) -> h2.connection.H2Connection:
+    """An h2 state machine as both drivers use it: header bytes as given, no outbound
+    re-checks (what the edge sends is built from validated messages, with lower-case names
+    and hop-by-hop fields removed; re-checking every field costs more than the rest of a
+    small response; inbound validation stays on), and the never-indexing literal HPACK
+    encoder (see hpack_literal)."""
+    config = h2.config.H2Configuration(
+        client_side=client_side,
+        header_encoding=None,
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+    )
+    conn = h2.connection.H2Connection(config=config)
+    conn.encoder = LiteralEncoder()  # type: ignore[assignment]
+    return conn
 
 
 class H2Output:

@@ -20,8 +20,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-import h2.config
-import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
@@ -30,10 +28,9 @@ from hyperframe.frame import GoAwayFrame
 
 from kedge.core.codec.h2_frames import FrameScanner, count_rst_stream
 from kedge.core.codec.h2_guard import FloodGuard, FloodLimits
-from kedge.core.codec.h2_io import H2Output
+from kedge.core.codec.h2_io import H2Output, new_h2_connection
 from kedge.core.codec.h2_request import validate_h2_request
 from kedge.core.codec.h2_stream import H2Stream
-from kedge.core.codec.hpack_literal import LiteralEncoder
 from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import ClientDisconnected, KedgeError
 from kedge.core.http.body import BodyStream
@@ -93,17 +90,7 @@ class H2ServerConnection(H2Output, asyncio.Protocol):
         self.client_ip = ""
         self.client_port = 0
         self.tls: TlsPeer | None = None
-        config = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            # What the edge sends is built from validated messages (lower-case names,
-            # hop-by-hop fields removed); re-checking every field costs more than the rest
-            # of a small response. Inbound validation stays on.
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        self.h2 = h2.connection.H2Connection(config=config)
-        self.h2.encoder = LiteralEncoder()  # type: ignore[assignment]  # see hpack_literal
+        self.h2 = new_h2_connection(client_side=False)
         self.streams: dict[int, H2Stream] = {}
         self._scanner = FrameScanner(skip_preface=True)
         self._guard = FloodGuard(settings.floods)
