@@ -35,8 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lib.procs import ManagedProcess, free_port, start_process, tree_cpu_seconds, wait_port_open
 from lib.render import HIT_HOST, nginx_backend_conf, nginx_proxy_conf, template_dir
-from lib.targets import LOAD_CPU, PROXY_CPU, Target, start_kedge
-from lib.tools import tool_path
+from lib.targets import LOAD_CPU, PROXY_CPU, Target, start_kedge, start_nginx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _REQUESTS = re.compile(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded")
@@ -57,17 +56,6 @@ class Sample:
         return self.requests / self.seconds
 
 
-def _nginx(name: str, text: str, prefix: Path, cpu: int, port: int) -> ManagedProcess:
-    prefix.mkdir(parents=True, exist_ok=True)
-    conf = prefix / "nginx.conf"
-    conf.write_text(text)
-    cmd = ["taskset", "-c", str(cpu), tool_path("nginx"), "-p", f"{prefix}/", "-c", str(conf)]
-    cmd += ["-e", str(prefix / "error.log")]
-    proc = start_process(name, cmd, log_path=prefix / "stdout.log")
-    wait_port_open(port, timeout_s=10.0, proc=proc)
-    return proc
-
-
 def _h2_listener(conf: str) -> str:
     """Serve HTTP/2 (h2c) on the template's listener. nginx closes an HTTP/2 connection
     after `keepalive_requests` (1000) requests and h2load does not reconnect, so that limit
@@ -84,7 +72,7 @@ def start_backend(workdir: Path, *, http2: bool) -> Target:
     if http2:
         text = _h2_listener(text)
     cpu = PROXY_CPU if http2 else LOAD_CPU  # the h2 backend is itself the "direct" target
-    proc = _nginx(prefix.name, text, prefix, cpu, port)
+    proc = start_nginx(prefix.name, text, prefix, cpu, port)
     return Target(name="direct", port=port, process=proc, cpu_of="proxy")
 
 
@@ -101,7 +89,7 @@ def start_nginx_h2_proxy(workdir: Path, backend_port: int) -> Target:
         is_root=os.geteuid() == 0,
     )
     text = _h2_listener(text)
-    proc = _nginx("nginx", text, prefix, PROXY_CPU, port)
+    proc = start_nginx("nginx", text, prefix, PROXY_CPU, port)
     return Target(name="nginx", port=port, process=proc, cpu_of="proxy")
 
 
@@ -162,7 +150,7 @@ http {{
     }}
 }}
 """
-    proc = _nginx("nginx", text, prefix, PROXY_CPU, port)
+    proc = start_nginx("nginx", text, prefix, PROXY_CPU, port)
     return Target(name="nginx", port=port, process=proc, cpu_of="proxy")
 
 

@@ -47,7 +47,7 @@ from lib.locality_scenarios import (
 )
 from lib.procs import ManagedProcess, free_port, http_get, start_process, wait_http_ok
 from lib.render import BODY, HIT_HOST, nginx_backend_conf, template_dir
-from lib.targets import LOAD_CPU, PROXY_CPU, _nginx
+from lib.targets import LOAD_CPU, PROXY_CPU, start_nginx
 from lib.tools import ensure_tools, machine_facts
 from lib.wrk import WrkError, parse_wrk_output, run_wrk, wrk_command
 from run_balancing_bench import DELAY_PROXY, LOG_SETTLE_S, REPO_ROOT, WARMUP_S
@@ -104,7 +104,7 @@ class Run:
         return backend
 
     def start_nginx(self, backend: Nginx) -> ManagedProcess:
-        proc = _nginx(backend.name, backend.conf, backend.prefix, LOAD_CPU, backend.port)
+        proc = start_nginx(backend.name, backend.conf, backend.prefix, LOAD_CPU, backend.port)
         self.started.append(proc)
         return proc
 

@@ -24,6 +24,7 @@ __all__ = [
     "Target",
     "start_haproxy",
     "start_kedge",
+    "start_nginx",
     "start_nginx_backend",
     "start_nginx_proxy",
 ]
@@ -50,7 +51,8 @@ def _is_root() -> bool:
     return os.geteuid() == 0
 
 
-def _nginx(name: str, conf_text: str, prefix: Path, cpu: int, port: int) -> ManagedProcess:
+def start_nginx(name: str, conf_text: str, prefix: Path, cpu: int, port: int) -> ManagedProcess:
+    """nginx with `conf_text` under `prefix`, pinned to `cpu`, once `port` accepts."""
     prefix.mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
     conf.write_text(conf_text)
@@ -75,7 +77,7 @@ def start_nginx_backend(workdir: Path) -> Target:
     prefix = workdir / "backend"
     template = (template_dir() / "nginx_backend.conf.tmpl").read_text()
     text = nginx_backend_conf(template, prefix=str(prefix), port=port, is_root=_is_root())
-    proc = _nginx("backend", text, prefix, LOAD_CPU, port)
+    proc = start_nginx("backend", text, prefix, LOAD_CPU, port)
     return Target(name="direct", port=port, process=proc, cpu_of="backend")
 
 
@@ -92,7 +94,7 @@ def start_nginx_proxy(workdir: Path, backend_port: int) -> Target:
         access_log=str(access_log),
         is_root=_is_root(),
     )
-    proc = _nginx("nginx", text, prefix, PROXY_CPU, port)
+    proc = start_nginx("nginx", text, prefix, PROXY_CPU, port)
     return Target(name="nginx", port=port, process=proc, cpu_of="proxy", access_log=access_log)
 
 
