@@ -34,3 +34,13 @@ def test_the_window_slides() -> None:
     assert budget.try_withdraw() and budget.try_withdraw() and not budget.try_withdraw()
     clock.now = 10.5  # the two retries left the window
     assert budget.try_withdraw()
+
+
+def test_requests_leave_the_window_without_any_retry() -> None:
+    clock = Clock()
+    budget = RetryBudget(percent=20, min_per_second=0, window=10, clock=clock)
+    for i in range(1000):
+        clock.now = i * 0.1  # 100 s of traffic at 10 requests per second
+        budget.record_request()
+    assert len(budget._requests) <= 101  # only the last window is kept
+    assert budget.allowed() == 20  # 20% of the ~100 requests of the last 10 s

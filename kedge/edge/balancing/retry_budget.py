@@ -41,7 +41,14 @@ class RetryBudget:
                 q.popleft()
 
     def record_request(self) -> None:
-        self._requests.append(self._clock())
+        now = self._clock()
+        requests = self._requests
+        # Drop what left the window here too (amortised O(1)), or a backend that never
+        # retries would keep a timestamp for every request it ever served.
+        horizon = now - self._window
+        while requests and requests[0] < horizon:
+            requests.popleft()
+        requests.append(now)
 
     def allowed(self) -> int:
         """Retries the window allows in all."""
