@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Literal
 
 from kedge.core.codec.h2_guard import FloodLimits
+from kedge.core.net.pool_config import PoolConfig
 
 __all__ = [
     "Address",
@@ -351,13 +352,6 @@ class BackendTlsConfig:
     insecure_skip_verify: bool = False
     cert_file: str | None = None  # client certificate for mTLS to the endpoints
     key_file: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PoolConfig:
-    max_idle_per_endpoint: int = 64  # idle keep-alive connections kept per endpoint
-    idle_timeout: float = 60.0  # an idle pooled connection is closed after this
-    max_connections_per_endpoint: int = 0  # 0 = no limit
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from random import Random
 from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import NoEndpoints
 from kedge.core.net.dial import EndpointDialer
+from kedge.core.net.h2_pool import H2EndpointPool
 from kedge.core.net.tls import client_context
 from kedge.edge.balancing.endpoint_health import EndpointHealth, HealthHooks
 from kedge.edge.balancing.health import HealthChecker
@@ -28,7 +29,6 @@ from kedge.edge.balancing.policies import p2c, round_robin
 from kedge.edge.balancing.retry_budget import RetryBudget
 from kedge.edge.config import BackendConfig, Balancer, LocalityConfig, UpstreamProtocol
 from kedge.edge.discovery.model import Endpoint, EndpointSet, Resolver, Update
-from kedge.edge.forwarding.h2_pool import H2EndpointPool
 from kedge.edge.forwarding.pool import EndpointPool
 from kedge.edge.forwarding.remote import RemoteClusters
 

@@ -34,11 +34,12 @@ from kedge.core.http.exchange import Exchange
 from kedge.core.http.grpc import format_grpc_timeout, grpc_deadline
 from kedge.core.http.headers import forward_response_headers
 from kedge.core.http.messages import Headers, ResponseHead, field_lines, header_value, last_chunk
+from kedge.core.net.h2_forward import exchange_h2
+from kedge.core.net.h2_pool import H2EndpointPool
 from kedge.edge.balancing.outlier import Outcome
 from kedge.edge.config import BackendTimeouts
 from kedge.edge.forwarding.backend import Backend
-from kedge.edge.forwarding.forward_h2 import exchange_h2, request_fields
-from kedge.edge.forwarding.h2_pool import H2EndpointPool
+from kedge.edge.forwarding.forward_h2 import request_fields
 from kedge.edge.forwarding.pool import EndpointPool
 from kedge.edge.forwarding.remote import RemoteCluster
 from kedge.edge.forwarding.request_headers import upstream_headers
@@ -187,7 +188,7 @@ class Forwarder:
                     tls = remote.config.tls if remote is not None else backend.config.tls
                     scheme = b"https" if tls is not None else b"http"
                     fields = request_fields(ex, scheme, left, hop)
-                    await exchange_h2(ex, pool, fields, timeouts, body_limit)
+                    await exchange_h2(ex, pool, fields, timeouts.response_header, body_limit)
                 else:
                     if hop is not None:
                         head_bytes, chunked = self.request_head(ex, hop)

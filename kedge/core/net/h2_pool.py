@@ -15,7 +15,7 @@ from kedge.core.codec.client_h2 import H2ClientConnection
 from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import UpstreamConnectError
 from kedge.core.net.dial import EndpointDialer
-from kedge.edge.config import PoolConfig
+from kedge.core.net.pool_config import PoolConfig
 
 __all__ = ["H2EndpointPool"]
 
