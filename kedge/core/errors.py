@@ -18,6 +18,7 @@ __all__ = [
     "ClientDisconnected",
     "ConfigError",
     "CredentialTooLarge",
+    "CredentialUnavailable",
     "ExpectationFailed",
     "Forbidden",
     "HeaderTooLarge",
@@ -29,6 +30,7 @@ __all__ = [
     "NoRoute",
     "NotImplementedByEdge",
     "PermissionDenied",
+    "ProxyAuthRequired",
     "RequestTimeout",
     "ServiceDraining",
     "Unauthenticated",
@@ -158,6 +160,15 @@ class Unauthenticated(KedgeError):
         super().__init__(reason)
         if challenge is not None:
             self.response_headers = (challenge,)
+
+
+class ProxyAuthRequired(Unauthenticated):
+    """Unauthenticated, for a request that addresses the edge as a proxy (CONNECT): 407
+    Proxy Authentication Required with the challenge in Proxy-Authenticate (RFC 9110
+    §15.5.8, §11.7.1), which proxy clients (curl, winch) answer with Proxy-Authorization."""
+
+    kind = "proxy-auth-required"
+    http_status = 407
 
 
 class AuthUnavailable(KedgeError):
@@ -292,3 +303,14 @@ class ClientDisconnected(KedgeError):
     http_status = 499
     grpc_status = 1  # CANCELLED
     close_connection = True
+
+
+class CredentialUnavailable(KedgeError):
+    """The dialer or winch could not obtain the credential a route sends (token endpoint down,
+    login needed, kubeconfig user missing). 502: the caller's request was fine, the gateway's
+    own upstream (the credential source) failed. gRPC UNAUTHENTICATED rather than UNAVAILABLE,
+    so retrying clients do not spin on a login that only a person can complete."""
+
+    kind = "credential-unavailable"
+    http_status = 502
+    grpc_status = 16  # UNAUTHENTICATED

@@ -35,6 +35,7 @@ from kedge.edge.discovery.factory import make_resolver
 from kedge.edge.discovery.kubernetes.discovery_runtime import DiscoveryRuntime
 from kedge.edge.discovery.kubernetes.runtime import KubeRuntime, without_discovery
 from kedge.edge.forwarding.backend import Backend
+from kedge.edge.forwarding.connect_tunnel import ConnectTunnels
 from kedge.edge.forwarding.forwarder import Forwarder
 from kedge.edge.forwarding.pool import AdhocPools
 from kedge.edge.layers import Dispatch, ErrorBoundary, Observe, compose
@@ -96,9 +97,19 @@ class EdgeApp:
         )
         self._retiring: set[asyncio.Task[None]] = set()
         self.state = self._build_state(config, 1, None)
+        failures = self.metrics.upstream_connect_failures
+
+        def connect_failures(backend: str) -> None:
+            failures.labels(backend).inc()
+
         self.handler = compose(
             [Observe(self.access_log, self.metrics), ErrorBoundary()],
-            Dispatch(lambda: self.state, self.forwarder, self.adhoc_pools),
+            Dispatch(
+                lambda: self.state,
+                self.forwarder,
+                self.adhoc_pools,
+                ConnectTunnels(self.sweeper, on_connect_failure=connect_failures),
+            ),
         )
         self.listeners = ClientListeners(
             config,

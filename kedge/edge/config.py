@@ -83,7 +83,8 @@ class ProxyMode(Enum):
 
     REVERSE = "reverse"  # origin-form target plus Host
     FORWARD = "forward"  # absolute-form target (a client using the edge as HTTP proxy)
-    ANY = "any"
+    ANY = "any"  # reverse or forward; never CONNECT (no route becomes a tunnel unasked)
+    CONNECT = "connect"  # authority-form CONNECT (RFC 9110 §9.3.6): a byte tunnel
 
 
 class UpstreamProtocol(Enum):
@@ -176,6 +177,7 @@ class LimitsConfig:
     max_keepalive_requests: int = 1000  # per client connection, then Connection: close
     max_response_header_bytes: int = 65536  # from a backend -> 502
     max_connections: int = 10000  # client connections open at once, all listeners; 0 = none
+    tunnel_idle_timeout: float = 3600.0  # CONNECT tunnel with no byte either way, seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,6 +487,7 @@ class AdhocRule:
     allow_link_local: bool = False  # 169.254.0.0/16 (cloud metadata), fe80::/10
     allow_private: bool = True  # RFC 1918, fc00::/7: pods and services live there
     connect_timeout: float = 2.0
+    allow_connect: bool = False  # CONNECT tunnels to the names this rule matches
 
 
 @dataclass(frozen=True, slots=True)

@@ -229,6 +229,9 @@ def _limits(node: Node | None, d: LimitsConfig) -> LimitsConfig:
             "max_response_header_bytes", d.max_response_header_bytes, allow_zero=False
         ),
         max_connections=f.get_int("max_connections", d.max_connections, minimum=0),
+        tunnel_idle_timeout=f.get_duration(
+            "tunnel_idle_timeout", d.tunnel_idle_timeout, allow_zero=False
+        ),
     )
 
 

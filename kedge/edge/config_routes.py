@@ -76,7 +76,7 @@ def parse_routes(node: Node | None, backends: Iterable[BackendConfig]) -> tuple[
 def _match(node: Node) -> RouteMatch:
     f = node.as_mapping(dataclass_keys(RouteMatch))
     d = RouteMatch()
-    return RouteMatch(
+    match = RouteMatch(
         host=_host_pattern(n) if (n := f.get("host")) else d.host,
         port=n.as_port() if (n := f.get("port")) else d.port,
         paths=tuple(_path(p) for p in n.as_list()) if (n := f.get("paths")) else d.paths,
@@ -84,6 +84,16 @@ def _match(node: Node) -> RouteMatch:
         proxy_mode=f.get_enum("proxy_mode", ProxyMode, d.proxy_mode),
         grpc_methods=_grpc_methods(n) if (n := f.get("grpc_methods")) else d.grpc_methods,
     )
+    if match.proxy_mode is ProxyMode.CONNECT:
+        # A CONNECT has no path, and its header fields are the proxy's, not the service's
+        # (RFC 9110 §9.3.6): such a matcher could never say what the tunnel carries.
+        for key in ("paths", "headers", "grpc_methods"):
+            if key in f:
+                raise node.child(key).error(
+                    f"a `proxy_mode: connect` route cannot match on {key}",
+                    "match CONNECT tunnels on host and port only",
+                )
+    return match
 
 
 def _host_pattern(node: Node) -> str:
@@ -232,6 +242,7 @@ def parse_adhoc_rule(item: Node) -> AdhocRule:
             "allow_link_local",
             "allow_private",
             "connect_timeout",
+            "allow_connect",
         )
     )
     d = AdhocRule(_host_pattern(f.require("dns_name", "e.g. `dns_name: '*.pods.internal'`")))
@@ -269,6 +280,7 @@ def parse_adhoc_rule(item: Node) -> AdhocRule:
         allow_link_local=f.get_bool("allow_link_local", d.allow_link_local),
         allow_private=f.get_bool("allow_private", d.allow_private),
         connect_timeout=f.get_duration("connect_timeout", d.connect_timeout, allow_zero=False),
+        allow_connect=f.get_bool("allow_connect", d.allow_connect),
     )
 
 

@@ -3,7 +3,8 @@
 Each layer is `async def __call__(exchange, next)` and either awaits `next` or raises a
 typed error. Order, outermost first: Observe (access log and metrics, so it sees the final
 status, including errors rendered below it) -> ErrorBoundary (the one place an error turns
-into a response) -> Dispatch (route, then the route's auth policy, then forward).
+into a response) -> Dispatch (route, then the route's auth policy, then forward; a CONNECT
+goes to the tunnels instead).
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
-from typing import Protocol
+from collections.abc import Callable
 
-from kedge.core.errors import ClientDisconnected, InternalError, KedgeError, NoRoute
+from kedge.core.errors import ClientDisconnected, MethodNotAllowed, NoRoute
 from kedge.core.http.exchange import Exchange
+from kedge.core.http.headers import DEBUG_HEADER
+from kedge.core.http.messages import header_value
+from kedge.core.http.pipeline import ErrorBoundary, Handler, Layer, compose
 from kedge.edge.config import BackendTimeouts, ProxyMode
 from kedge.edge.discovery.adhoc import match_adhoc, resolve_adhoc
+from kedge.edge.forwarding.connect_tunnel import ConnectTunnels
 from kedge.edge.forwarding.forwarder import Forwarder
 from kedge.edge.forwarding.pool import AdhocPools
 from kedge.edge.observability.access_log import AccessLog
@@ -29,27 +32,11 @@ from kedge.edge.state import EdgeState
 __all__ = ["Dispatch", "ErrorBoundary", "Handler", "Layer", "Observe", "compose"]
 
 log = logging.getLogger("kedge.edge")
+debug_log = logging.getLogger("kedge.debug")
 
-Handler = Callable[[Exchange], Awaitable[None]]
 
 # Adhoc destinations have no backend config: they get the documented backend defaults.
 _ADHOC_TIMEOUTS = BackendTimeouts()
-
-
-class Layer(Protocol):
-    async def __call__(self, ex: Exchange, next: Handler) -> None: ...
-
-
-def compose(layers: Sequence[Layer], terminal: Handler) -> Handler:
-    """Fold layers around the terminal handler: layers[0] runs first.
-
-    `partial` binds each layer's `next` without a wrapper coroutine: calling the result
-    calls the layer directly, one coroutine frame per layer per request.
-    """
-    handler = terminal
-    for layer in reversed(layers):
-        handler = partial(layer.__call__, next=handler)
-    return handler
 
 
 class Observe:
@@ -77,7 +64,7 @@ class Observe:
         status = ex.status
         m.requests.labels(ex.listener, ex.route, ex.backend, str(status)).inc()
         m.request_duration.labels(ex.route, ex.backend).observe(duration)
-        bytes_in = ex.body.total if ex.body is not None else 0
+        bytes_in = ex.body.total if ex.body is not None else ex.bytes_in
         if bytes_in:
             m.bytes_in.inc(bytes_in)
         m.bytes_out.inc(ex.bytes_out)
@@ -101,37 +88,28 @@ class Observe:
             error_kind=ex.error_kind,
             principal=ex.principal or None,
         )
-
-
-class ErrorBoundary:
-    """Renders typed errors; turns anything else into a logged 500 with no traceback shown."""
-
-    async def __call__(self, ex: Exchange, next: Handler) -> None:
-        try:
-            await next(ex)
-        except KedgeError as exc:
-            self._answer(ex, exc)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("internal error", extra={"request_id": ex.request_id.decode("latin-1")})
-            self._answer(
-                ex,
-                InternalError(f"internal error (request id {ex.request_id.decode('latin-1')})"),
+        tag = header_value(h.headers, DEBUG_HEADER)
+        if tag is not None:
+            # A client in debug mode (winch --debug): its requests are logged in full at
+            # info level, whatever the edge's log level, so one user's trouble can be
+            # followed without turning on debug logging for everyone.
+            debug_log.info(
+                "debug request %s from %s (%s): %s %s%s -> %d route=%s backend=%s "
+                "endpoint=%s principal=%s error=%s %.1fms",
+                ex.request_id.decode("latin-1"),
+                f"{ex.client_ip}:{ex.client_port}",
+                tag[:64].decode("latin-1"),
+                h.method,
+                h.authority,
+                h.path,
+                status,
+                ex.route or "-",
+                ex.backend or "-",
+                ex.endpoint or "-",
+                ex.principal or "-",
+                ex.error_kind or "-",
+                duration * 1000.0,
             )
-
-    @staticmethod
-    def _answer(ex: Exchange, error: KedgeError) -> None:
-        ex.error_kind = error.kind
-        if isinstance(error, ClientDisconnected):
-            if not ex.head_sent:
-                ex.status = error.http_status
-            ex.abort()
-        elif not ex.head_sent:
-            ex.send_error(error)
-        elif not ex.finished:
-            # Headers are out: truncation (or gRPC trailers) is the only signal left.
-            ex.abort(error)
 
 
 class Dispatch:
@@ -143,14 +121,21 @@ class Dispatch:
         state: Callable[[], EdgeState],
         forwarder: Forwarder,
         adhoc_pools: AdhocPools,
+        tunnels: ConnectTunnels | None = None,
     ) -> None:
         self._state = state
         self._forwarder = forwarder
         self._adhoc = adhoc_pools
+        self._tunnels = tunnels
 
     async def __call__(self, ex: Exchange) -> None:
         state = self._state()  # one snapshot for the whole exchange, even across a reload
         h = ex.head
+        if h.method == "CONNECT":  # only HTTP/1.1 lets one through (RFC 9110 §9.3.6)
+            if self._tunnels is None:
+                raise MethodNotAllowed("CONNECT is not supported by this edge")
+            await self._tunnels.open(ex, state)
+            return
         mode = ProxyMode.FORWARD if h.absolute_form else ProxyMode.REVERSE
         # ex.grpc: the HTTP/2 driver saw content-type application/grpc (not grpc-web); gRPC
         # is HTTP/2 only, so an HTTP/1.1 request never matches a gRPC-only route.

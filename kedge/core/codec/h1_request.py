@@ -4,7 +4,8 @@ llhttp (via httptools) already rejects the framing attacks it can see alone. Wha
 knowledge of the whole head is decided here, without I/O, so it can be tested table-driven:
 HTTP/0.9 and 2.0 request lines, Transfer-Encoding rules (RFC 9112 §6.1, §6.3), Host rules
 (RFC 9112 §3.2), target forms, the canonical authority and path, keep-alive, Expect and
-upgrades. Every refusal is a typed KedgeError.
+upgrades, and CONNECT's authority-form target (RFC 9112 §3.2.3). Every refusal is a typed
+KedgeError.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from kedge.core.errors import (
     BadRequest,
     BodyTooLarge,
     ExpectationFailed,
-    MethodNotAllowed,
     NotImplementedByEdge,
     VersionNotSupported,
 )
@@ -113,7 +113,15 @@ def validate_request(
     if len(host_values) > 1:
         raise BadRequest("more than one Host header")
     if method == "CONNECT":
-        raise MethodNotAllowed("CONNECT is not supported by this edge")
+        return _connect_request(
+            version=version,
+            target=target,
+            headers=headers,
+            scheme=scheme,
+            host_value=host_values[0] if host_values else None,
+            framed=te is not None or content_length is not None,
+            request_id=request_id,
+        )
     absolute = target[:1] != b"/"
     if absolute:
         if target == b"*":
@@ -177,4 +185,52 @@ def validate_request(
         expect_continue=expect is not None and version == "1.1",
         request_id=request_id,
         upgrade=ws_upgrade,
+    )
+
+
+def _connect_request(
+    *,
+    version: str,
+    target: bytes,
+    headers: Headers,
+    scheme: str,
+    host_value: bytes | None,
+    framed: bool,
+    request_id: bytes | None,
+) -> ValidRequest:
+    """A CONNECT (RFC 9110 §9.3.6): the target is `host:port` and names the tunnel's far end.
+
+    It has no content, so any framing header is refused: a body the edge would not read
+    could otherwise be taken for the first tunnel bytes, or a tunnel byte for a body. The
+    port is required (RFC 9112 §3.2.3) and userinfo is refused like everywhere else. Host,
+    when sent, must name the same place (a port-less Host is taken to mean the target's
+    port), so nothing can route or authorise on the other one.
+    """
+    if framed:
+        raise BadRequest("a CONNECT request has no content: Content-Length or Transfer-Encoding")
+    if target[:1] == b"/" or not _names_port(target):
+        raise BadRequest("a CONNECT target is host:port (RFC 9112 §3.2.3)")
+    host, port = parse_authority(target.decode("latin-1"), 0)
+    if host_value is not None and _host_header(host_value, port) != (host, port):
+        raise BadRequest("Host header does not match the CONNECT target")
+    head = RequestHead(
+        "CONNECT",
+        target,
+        version,
+        headers,
+        scheme=scheme,
+        host=host,
+        port=port,
+        path="",  # no path: the tunnel carries whatever the client sends
+        query="",
+        absolute_form=False,
+        explicit_port=True,
+    )
+    return ValidRequest(
+        head,
+        keep_alive=False,  # the connection becomes the tunnel, or closes after a refusal
+        has_body=False,
+        expect_continue=False,
+        request_id=request_id,
+        upgrade=None,
     )

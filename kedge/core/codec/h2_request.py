@@ -97,7 +97,8 @@ def validate_h2_request(
     if method is None or _METHOD.fullmatch(method) is None:
         raise BadRequest("missing or invalid :method")
     if method == b"CONNECT":
-        raise MethodNotAllowed("CONNECT is not supported by this edge")
+        # RFC 9113 §8.5 CONNECT is not offered: tunnels are HTTP/1.1 only (RFC 9110 §9.3.6).
+        raise MethodNotAllowed("CONNECT over HTTP/2 is not supported: use HTTP/1.1 for tunnels")
     if req_scheme not in (b"http", b"https"):
         raise BadRequest("missing or invalid :scheme (http or https)")
     if path is None or path[:1] != b"/":

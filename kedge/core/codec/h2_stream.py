@@ -176,7 +176,7 @@ class H2Stream(StreamFlow):
     def abort(self, ex: Exchange, error: KedgeError | None) -> None:
         if ex.grpc and error is not None and ex.head_sent:
             # gRPC reads the call's status from trailers; a reset would lose the reason.
-            self.end(ex, grpc_error_fields(error, ex.request_id))
+            self.end(ex, grpc_error_fields(error, ex.request_id, self.server.settings.error_origin))
             return
         self._reset(
             h2.errors.ErrorCodes.CANCEL if error is None else h2.errors.ErrorCodes.INTERNAL_ERROR
@@ -187,21 +187,21 @@ class H2Stream(StreamFlow):
         ex.finished = True
         if ex.grpc:
             ex.status = 200
-            head = grpc_error_response(error, ex.request_id)
+            head = grpc_error_response(error, ex.request_id, self.server.settings.error_origin)
             self._send_quietly(_status_fields(200, head.headers), b"")
             return
         ex.status = error.http_status
-        head, body = error_response(error, ex.request_id)
+        head, body = error_response(error, ex.request_id, origin=self.server.settings.error_origin)
         ex.bytes_out += len(body)
         self._send_quietly(_status_fields(head.status, head.headers), body)
 
     def refuse(self, error: KedgeError, request_id: bytes, *, grpc: bool) -> None:
         """Answer a stream whose request head was refused (it never became an exchange)."""
         if grpc:
-            head = grpc_error_response(error, request_id)
+            head = grpc_error_response(error, request_id, self.server.settings.error_origin)
             self._send_quietly(_status_fields(200, head.headers), b"")
         else:
-            head, body = error_response(error, request_id)
+            head, body = error_response(error, request_id, origin=self.server.settings.error_origin)
             self._send_quietly(_status_fields(head.status, head.headers), body)
         self.server.stream_done(self)
 

@@ -45,6 +45,7 @@ from kedge.core.http.messages import (
     field_lines,
     last_chunk,
 )
+from kedge.core.net.raw_tunnel import HalfClosable
 from kedge.core.net.tls import TlsPeer, tls_peer
 
 __all__ = ["H1ServerConnection", "H1ServerSettings", "Handler"]
@@ -79,6 +80,7 @@ class H1ServerSettings:
     request_header_timeout: float = 10.0
     request_body_idle_timeout: float = 60.0
     keepalive_idle_timeout: float = 60.0
+    error_origin: bytes = b"kedge"  # X-<origin>-Error on the errors this connection renders
 
 
 class _StopParsing(Exception):
@@ -113,6 +115,16 @@ class _Tunnel:
         t = self.conn.transport
         if t is not None and not t.is_closing():
             t.resume_reading()
+
+    def tunnel_write_eof(self) -> None:
+        """The far end finished sending: half-close towards the client (a CONNECT tunnel).
+        TLS in asyncio cannot shut down only its sending side, so it closes instead."""
+        t = self.conn.transport
+        if t is not None and not t.is_closing():
+            if t.can_write_eof():
+                t.write_eof()
+            else:
+                t.close()
 
 
 class H1ServerConnection(asyncio.Protocol):
@@ -303,6 +315,13 @@ class H1ServerConnection(asyncio.Protocol):
                 self._fail(HeaderTooLarge("request head too large"))
 
     def eof_received(self) -> bool | None:
+        tunnel = self._tunnel
+        t = self.transport
+        if isinstance(tunnel, HalfClosable) and t is not None and t.can_write_eof():
+            # A CONNECT tunnel carries a half-close through (RFC 9110 §9.3.6): the far end
+            # may still answer what the client sent. (TLS cannot keep the socket open.)
+            tunnel.tunnel_write_eof()
+            return True
         # A FIN from the client ends the exchange: the edge cannot tell a half-close
         # (`nc -N`) from a full close, and a client that went away (a cancelled
         # `kubectl logs -f`) must not keep its backend stream alive. Like nginx with
@@ -461,9 +480,10 @@ class H1ServerConnection(asyncio.Protocol):
     def _after_upgrade(self, rest: bytes) -> None:
         """llhttp stops after an upgrade request's head; decide what the next bytes are."""
         ex = self._queue[-1] if self._queue else None
-        if ex is not None and ex.upgrade is not None:
-            # A WebSocket handshake: nothing more is read until the backend answers. On a
-            # 101 these bytes open the tunnel; otherwise the connection closes.
+        if ex is not None and (ex.upgrade is not None or ex.head.method == "CONNECT"):
+            # A WebSocket handshake or a CONNECT: nothing more is read until the edge
+            # answers. On a 101 (or a CONNECT's 2xx) these bytes open the tunnel, never
+            # parsed as HTTP; otherwise the connection closes.
             self._tunnel_prefix = rest
             self._stop_reading = True
             self._last_call = True
@@ -518,7 +538,9 @@ class H1ServerConnection(asyncio.Protocol):
         if t is None or t.is_closing():
             return
         request_id = ex.request_id if ex else self._request_ids.next()
-        head, body = error_response(error, request_id, close=True)
+        head, body = error_response(
+            error, request_id, close=True, origin=self.settings.error_origin
+        )
         t.write(self._serialize_head(head) + body)
         if self._on_error is not None:
             self._on_error(error, self, request_id)
@@ -593,7 +615,10 @@ class H1ServerConnection(asyncio.Protocol):
     ) -> None:
         headers = head.headers
         close = self._is_last_response(ex)
-        if head.status != 101:
+        # A 2xx to CONNECT starts the tunnel: no framing fields (RFC 9110 §9.3.6), and no
+        # `Connection: close`, which a client could read as the tunnel's refusal.
+        tunnel = head.status == 101 or (ex.head.method == "CONNECT" and 200 <= head.status < 300)
+        if not tunnel:
             if has_body and content_length is None:
                 if ex.head.version == "1.1":
                     headers.append((b"transfer-encoding", b"chunked"))
@@ -663,7 +688,9 @@ class H1ServerConnection(asyncio.Protocol):
         close = error.close_connection or self._is_last_response(ex)
         if close:
             ex.keep_alive = False
-        head, body = error_response(error, ex.request_id, close=close)
+        head, body = error_response(
+            error, ex.request_id, close=close, origin=self.settings.error_origin
+        )
         ex.status = head.status
         ex.head_sent = True
         ex.finished = True

@@ -61,6 +61,7 @@ class H2ServerSettings:
     idle_timeout: float = 300.0  # no open stream for this long: GOAWAY and close
     settings_timeout: float = 10.0  # our SETTINGS must be acknowledged within this
     floods: FloodLimits = field(default_factory=FloodLimits)
+    error_origin: bytes = b"kedge"  # X-<origin>-Error on the errors this connection renders
 
 
 class H2ServerConnection(H2Output, asyncio.Protocol):

@@ -31,10 +31,12 @@ def _header_safe(text: str) -> bytes:
 
 
 def error_response(
-    error: KedgeError, request_id: bytes | None, *, close: bool = False
+    error: KedgeError, request_id: bytes | None, *, close: bool = False, origin: bytes = b"kedge"
 ) -> tuple[ResponseHead, bytes]:
     """The response head and body for `error`; `close`: the connection ends after it (also
-    implied by the error itself), so the head says `Connection: close`."""
+    implied by the error itself), so the head says `Connection: close`. `origin` names who
+    made the error in the header names: `X-Kedge-Error` from the edge, `X-Winch-Error` from
+    winch, so a client can tell which hop failed."""
     status = error.http_status
     phrase = reason_phrase(status)
     body = f"{status} {phrase}: {error.reason}\n".encode("utf-8", "replace")
@@ -44,8 +46,8 @@ def error_response(
         # it as HTML.
         (b"x-content-type-options", b"nosniff"),
         (b"content-length", str(len(body)).encode()),
-        (b"x-kedge-error", _header_safe(error.reason)),
-        (b"x-kedge-error-type", error.kind.encode()),
+        (b"x-" + origin + b"-error", _header_safe(error.reason)),
+        (b"x-" + origin + b"-error-type", error.kind.encode()),
     ]
     if request_id is not None:
         headers.append((b"x-request-id", request_id))
@@ -55,21 +57,25 @@ def error_response(
     return ResponseHead(status, headers, phrase.encode()), body
 
 
-def grpc_error_fields(error: KedgeError, request_id: bytes | None) -> Headers:
+def grpc_error_fields(
+    error: KedgeError, request_id: bytes | None, origin: bytes = b"kedge"
+) -> Headers:
     """The status fields of a gRPC error: the trailers of a call whose headers are out."""
     fields: Headers = [
         (b"grpc-status", b"%d" % error.grpc_status),
         (b"grpc-message", grpc_message(error.reason[:512])),
-        (b"x-kedge-error-type", error.kind.encode()),
+        (b"x-" + origin + b"-error-type", error.kind.encode()),
     ]
     if request_id is not None:
         fields.append((b"x-request-id", request_id))
     return fields
 
 
-def grpc_error_response(error: KedgeError, request_id: bytes | None) -> ResponseHead:
+def grpc_error_response(
+    error: KedgeError, request_id: bytes | None, origin: bytes = b"kedge"
+) -> ResponseHead:
     """A trailers-only gRPC response: HTTP 200 whose one HEADERS frame ends the stream
     (PROTOCOL-HTTP2.md: "Trailers-Only"); gRPC clients read the status from it."""
     headers: Headers = [(b"content-type", b"application/grpc")]
-    headers += grpc_error_fields(error, request_id)
+    headers += grpc_error_fields(error, request_id, origin)
     return ResponseHead(200, headers)

@@ -20,7 +20,7 @@ __all__ = ["Exchange", "ResponseChannel", "TunnelEnd"]
 
 
 class TunnelEnd(Protocol):
-    """One side of a raw byte tunnel (after a 101 Switching Protocols)."""
+    """One side of a raw byte tunnel (after a 101 Switching Protocols or a CONNECT's 200)."""
 
     def tunnel_write(self, data: bytes) -> None: ...
     def tunnel_close(self) -> None: ...
@@ -47,6 +47,7 @@ class Exchange:
     __slots__ = (
         "backend",
         "body",
+        "bytes_in",
         "bytes_out",
         "channel",
         "client_ip",
@@ -103,6 +104,7 @@ class Exchange:
         self.started = time.monotonic()
         self.status = 0
         self.bytes_out = 0
+        self.bytes_in = 0  # bytes from the client that are not a body (a CONNECT tunnel's)
         self.head_sent = False
         self.head_at = 0.0  # time.monotonic() when the response head went out
         self.finished = False

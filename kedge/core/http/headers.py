@@ -16,6 +16,7 @@ from functools import lru_cache
 from kedge.core.http.messages import Headers
 
 __all__ = [
+    "DEBUG_HEADER",
     "HOP_BY_HOP",
     "RequestIdGenerator",
     "connection_tokens",
@@ -102,7 +103,10 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
 
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 # Every name the request rewrite treats specially: one set lookup for the common header.
-_SPECIAL_REQUEST = HOP_BY_HOP | _EDGE_SET | _EDGE_APPEND | _SPOOFABLE_IDENTITY
+# Read by the edge itself, never forwarded: winch's debug-mode tag (kEdge's
+# X-Kedge-Info-Logs), which makes the edge log the request at info level.
+DEBUG_HEADER = b"x-kedge-debug"
+_SPECIAL_REQUEST = HOP_BY_HOP | _EDGE_SET | _EDGE_APPEND | _SPOOFABLE_IDENTITY | {DEBUG_HEADER}
 _SPECIAL_RESPONSE = HOP_BY_HOP | {b"via", b"x-request-id"}
 # Tokens whose nomination changes nothing: protected names, names removed anyway, and
 # `close`, an option rather than a field (the usual `Connection: keep-alive` costs nothing).

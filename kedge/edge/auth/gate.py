@@ -18,6 +18,7 @@ from kedge.core.errors import (
     KedgeError,
     MisdirectedRequest,
     PermissionDenied,
+    ProxyAuthRequired,
     Unauthenticated,
 )
 from kedge.core.http.exchange import Exchange
@@ -98,6 +99,11 @@ class AuthGate:
             policy = self._auth.adhoc if adhoc else self._auth.default_route
         listener = self._listeners.get(ex.listener)
         sources = listener.credentials if listener else (CredentialSource.PROXY_AUTHORIZATION,)
+        # A CONNECT addresses the edge as a proxy: its credential is Proxy-Authorization
+        # only, and a missing one is answered 407 (RFC 9110 §9.3.6, §11.7.2, §15.5.8).
+        tunnel = ex.head.method == "CONNECT"
+        if tunnel:
+            sources = (CredentialSource.PROXY_AUTHORIZATION,)
         try:
             principal, drop = await self._authenticate(ex, listener, policy, sources)
             decision = decide(policy, principal)
@@ -105,12 +111,15 @@ class AuthGate:
             self._on_decision(
                 ex, _ERROR_VERDICTS.get(error.kind, Verdict.UNAUTHENTICATED), error.reason
             )
+            if tunnel and type(error) is Unauthenticated:
+                raise ProxyAuthRequired(error.reason, *error.response_headers[:1]) from None
             raise
         verdict = decision.verdict
         ex.principal = principal.name
         self._on_decision(ex, verdict, decision.reason)
         if verdict is Verdict.UNAUTHENTICATED:
-            raise Unauthenticated(decision.reason, challenge(sources[0]))
+            refusal = ProxyAuthRequired if tunnel else Unauthenticated
+            raise refusal(decision.reason, challenge(sources[0]))
         if verdict is Verdict.DENIED:
             raise PermissionDenied(decision.reason)
         head = ex.head
@@ -128,7 +137,8 @@ class AuthGate:
     ) -> tuple[Principal, bool]:
         """The caller, and whether `Authorization` carries the edge's token (to strip)."""
         tls = listener.tls if listener is not None else None
-        if tls is not None and tls.require_sni_match:
+        # A CONNECT's host is the tunnel's far end, not a name this connection serves.
+        if tls is not None and tls.require_sni_match and ex.head.method != "CONNECT":
             sni = ex.tls.sni if ex.tls is not None else None
             if sni != ex.head.host:
                 raise MisdirectedRequest(
