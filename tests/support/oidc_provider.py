@@ -11,6 +11,9 @@ Tokens (all JWTs, verified by tests/integration/test_oidc_harness.py):
 - `login()`: the authorization code flow with PKCE (RFC 7636), login and consent scripted over
   HTTP. The ID token has `aud` = the client id and the account's claims; the access token is an
   `at+jwt` with `aud` = the resource's audience, `sub` = the account and the account's claims.
+- `play_browser(url, ...)`: the same login for an authorization URL someone else built (a
+  native client's loopback login, `OidcClient(native=True)`), ending at its redirect_uri.
+- `grant_counts()`: successful token requests by grant_type, to count refreshes.
 
 The node package is installed by `npm ci --prefix tests/support/oidc` (CI does it); when it is
 missing the harness raises with that command rather than skipping.
@@ -38,6 +41,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 __all__ = [
     "INSTALL_COMMAND",
+    "LOOPBACK_REDIRECT_URI",
     "REDIRECT_URI",
     "OidcAccount",
     "OidcClient",
@@ -56,6 +60,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent / "oidc"
 INSTALL_COMMAND = "npm ci --prefix tests/support/oidc"
 # Never followed: login() reads the code from the Location header of the final redirect.
 REDIRECT_URI = "http://127.0.0.1/kedge-test/callback"
+# What a native client registers; its login may use any port (RFC 8252 §7.3).
+LOOPBACK_REDIRECT_URI = "http://127.0.0.1/callback"
 _TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
@@ -146,18 +152,28 @@ class OidcClient:
     claims: Mapping[str, Any] = field(default_factory=dict)
     login: bool = False
     id_token_alg: str = "RS256"
+    # A native app (RFC 8252): any port on a loopback redirect URI (LOOPBACK_REDIRECT_URI)
+    # is accepted (§7.3), and the refresh_token grant is allowed (login with offline_access).
+    native: bool = False
 
     def metadata(self) -> dict[str, Any]:
         grants = ["client_credentials"] if self.secret else []
-        if self.login:
+        if self.login or self.native:
             grants.append("authorization_code")
+        if self.native:
+            grants.append("refresh_token")
+        redirects = [REDIRECT_URI] if self.login or self.native else []
+        if self.native:
+            redirects.append(LOOPBACK_REDIRECT_URI)
         meta: dict[str, Any] = {
             "client_id": self.client_id,
             "grant_types": grants,
-            "response_types": ["code"] if self.login else [],
-            "redirect_uris": [REDIRECT_URI] if self.login else [],
+            "response_types": ["code"] if self.login or self.native else [],
+            "redirect_uris": redirects,
             "id_token_signed_response_alg": self.id_token_alg,
         }
+        if self.native:
+            meta["application_type"] = "native"
         if self.secret:
             meta["client_secret"] = self.secret
         else:
@@ -377,6 +393,8 @@ class OidcProvider:
         }
         if resource:
             params["resource"] = resource
+        if "offline_access" in scope.split():
+            params["prompt"] = "consent"  # OpenID Connect Core §11: needed for a refresh token
         # The interaction cookies are set for 127.0.0.1, which aiohttp's jar refuses by default.
         jar = aiohttp.CookieJar(unsafe=True)
         async with aiohttp.ClientSession(timeout=_TIMEOUT, cookie_jar=jar) as http:
@@ -403,13 +421,34 @@ class OidcProvider:
             raise OidcHarnessError("ID token nonce does not match the request")
         return body
 
+    async def play_browser(self, url: str, username: str, password: str) -> str:
+        """Be the user's browser for a login URL that someone else built (winch's login): log
+        in and consent, follow the provider's redirect to the request's redirect_uri (a loopback
+        server), and return the text of the page that server answers."""
+        redirect_uri = parse_qs(urlsplit(url).query)["redirect_uri"][0]
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(timeout=_TIMEOUT, cookie_jar=jar) as http:
+            callback = await self._authorize(http, url, username, password, redirect_uri)
+            async with http.get(callback, allow_redirects=False) as resp:
+                return await resp.text()
+
+    async def grant_counts(self) -> dict[str, int]:
+        """Successful token requests so far, by grant_type (since the last (re)start)."""
+        async with aiohttp.ClientSession(timeout=_TIMEOUT) as http:
+            return await _get_json(http, f"{self.issuer}/kedge-test/grants")
+
     async def _authorize(
-        self, http: aiohttp.ClientSession, url: str, username: str, password: str
+        self,
+        http: aiohttp.ClientSession,
+        url: str,
+        username: str,
+        password: str,
+        redirect_uri: str = REDIRECT_URI,
     ) -> str:
         """Follow /auth redirects, completing login and consent; return the callback URL."""
         for _ in range(10):
             location = await _redirect(http, "GET", url)
-            if location.startswith(REDIRECT_URI):
+            if location.startswith(redirect_uri):
                 return location
             if not urlsplit(location).path.startswith("/interaction/"):
                 url = location

@@ -1085,6 +1085,7 @@ def test_example_configs_are_all_tested() -> None:
         "edge-full.yaml",
         "edge-minimal.yaml",
         "edge-tls.yaml",
+        "winch.yaml",  # tests/unit/test_dialer_config.py
     ]
 
 

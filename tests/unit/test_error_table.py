@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import kedge.dialer.errors  # noqa: F401  (the dialer's kinds too)
+import winch.errors  # noqa: F401  (winch's kinds share the table and its header vocabulary)
 from kedge.core.errors import all_error_kinds
 
 README = Path(__file__).resolve().parents[2] / "configs" / "README.md"

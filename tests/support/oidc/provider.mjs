@@ -202,6 +202,20 @@ server.listen(config.port, '127.0.0.1', () => {
       Grant: () => 3600,
     },
   });
+  // GET /kedge-test/grants: successful token requests by grant_type, so a test can count
+  // refreshes (e.g. at most one in flight under concurrent callers).
+  const grants = {};
+  provider.on('grant.success', (ctx) => {
+    const type = ctx.oidc.params?.grant_type ?? 'unknown';
+    grants[type] = (grants[type] ?? 0) + 1;
+  });
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/kedge-test/grants' && ctx.method === 'GET') {
+      ctx.body = grants;
+      return;
+    }
+    await next();
+  });
   provider.use(interactionRoutes(provider));
   provider.on('server_error', (_ctx, err) => console.error('server_error', err));
 

@@ -1,0 +1,367 @@
+"""Winch end to end: real clients -> winch -> a real TLS edge that requires auth -> backends.
+
+One module-wide world: a node oidc-provider (winch's proxy credential is a service account's
+client_credentials token, which the edge verifies), an edge on a trustme TLS listener, a
+recording HTTP backend, a TLS backend reached through CONNECT, and a gRPC server. Each test
+runs its own winch (cheap) so settings like `debug` or `secret_file` stay local.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+import trustme
+
+from kedge.core.errors import ConfigError
+from proto.e2e import hello_pb2, hello_pb2_grpc
+from tests.support.backend import RecordingBackend, recording_backend
+from tests.support.edge import RunningEdge, running_edge
+from tests.support.grpc_hello import GrpcServer, grpc_channel, grpc_hello_server
+from tests.support.oidc_provider import OidcClient, OidcProvider
+from tests.support.raw_client import raw_connection
+from tests.support.winch import running_winch
+from winch.config import parse_winch_config_text
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+SERVICE_TOKEN = "service-token-for-the-backend"
+CLIENT_SECRET = "winch-ci-client-secret-0123456789"
+
+
+@dataclass
+class World:
+    dir: Path
+    ca: trustme.CA
+    op: OidcProvider
+    edge: RunningEdge
+    web: RecordingBackend
+    tls_port: int
+    tls_seen: list[str]
+    grpc: GrpcServer
+
+    def winch_yaml(self, extra: str = "", *, routes: str = "") -> str:
+        return f"""
+edge_tls: {{ca_file: {self.dir}/ca.pem, server_name: edge.cluster-a.test}}
+{extra}
+routes:
+{routes}
+  - name: cluster-a
+    suffix: "*.cluster-a.internal"
+    edge: https://127.0.0.1:{self.edge.port("https")}
+    proxy_auth: ci
+    backend_auth: svc
+auth_sources:
+  ci: {{client_credentials: {{issuer: "{self.op.issuer}", client_id: winch-ci,
+        client_secret_file: {self.dir}/ci.secret, resource: "urn:kedge"}}}}
+  svc: {{token: {{value: {SERVICE_TOKEN}}}}}
+"""
+
+
+async def _tls_backend(ca: trustme.CA, seen: list[str]) -> asyncio.Server:
+    """An HTTPS service for CONNECT tunnels; records the SNI each TLS client asked for."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("web.cluster-a.internal").configure_cert(ctx)
+
+    def sni(obj: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
+        seen.append(name or "")
+
+    ctx.sni_callback = sni  # type: ignore[assignment]
+
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        head = await r.readuntil(b"\r\n\r\n")
+        auth = [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"authorization")]
+        body = b"tls-service saw authorization: " + (b"yes" if auth else b"no")
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
+        w.write(body)
+        await w.drain()
+        w.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    d = tmp_path_factory.mktemp("winch")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    ca.issue_cert("edge.cluster-a.test").private_key_and_cert_chain_pem.write_to_path(
+        str(d / "edge.pem")
+    )
+    (d / "ci.secret").write_text(CLIENT_SECRET + "\n")
+    seen: list[str] = []
+    tls = await _tls_backend(ca, seen)
+    tls_port = int(tls.sockets[0].getsockname()[1])
+    client = OidcClient("winch-ci", CLIENT_SECRET, claims={"permissions": ["svc.read"]})
+    async with (
+        OidcProvider.start(d, clients=[client]) as op,
+        recording_backend() as web,
+        grpc_hello_server(name="g") as g,
+    ):
+        edge_yaml = f"""
+admin: {{address: "127.0.0.1:0"}}
+listeners:
+  - name: https
+    address: "127.0.0.1:0"
+    tls: {{cert_file: {d}/edge.pem, key_file: {d}/edge.pem}}
+backends:
+  - {{name: web, resolver: {{static: {{endpoints: ["{web.address}"]}}}}}}
+  - {{name: tls, resolver: {{static: {{endpoints: ["127.0.0.1:{tls_port}"]}}}}}}
+  - {{name: greeter, protocol: h2c, resolver: {{static: {{endpoints: ["127.0.0.1:{g.port}"]}}}}}}
+routes:
+  - name: tunnel
+    backend: tls
+    match: {{host: web.cluster-a.internal, proxy_mode: connect}}
+    auth: {{permissions: [svc.read]}}
+  - name: greeter
+    backend: greeter
+    match: {{host: greeter.cluster-a.internal}}
+    auth: {{permissions: [svc.read]}}
+  - name: web
+    backend: web
+    match: {{host: "*.cluster-a.internal"}}
+    auth: {{permissions: [svc.read]}}
+auth:
+  issuers:
+    - {{name: op, issuer: "{op.issuer}", audiences: [kedge]}}
+"""
+        async with running_edge(edge_yaml) as edge:
+            yield World(d, ca, op, edge, web, tls_port, seen, g)
+    tls.close()
+
+
+async def curl(*args: str, env: dict[str, str] | None = None) -> str:
+    """curl's output; curl itself must succeed (an HTTP error status is output too)."""
+    proc = await asyncio.create_subprocess_exec(
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        *args,
+        env=dict(os.environ, **(env or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode(errors="replace")
+    return out.decode(errors="replace")
+
+
+def header_lines(text: str) -> dict[str, str]:
+    head = text.split("\r\n\r\n", 1)[0]
+    return {
+        k.strip().lower(): v.strip()
+        for k, _, v in (ln.partition(":") for ln in head.split("\r\n")[1:])
+    }
+
+
+async def test_curl_http_proxy_injects_both_credentials(world: World) -> None:
+    async with running_winch(world.winch_yaml()) as w:
+        before = len(world.web.requests)
+        out = await curl(
+            "-i",
+            "-H",
+            "Authorization: Bearer the-callers-own",
+            "http://svc.ns.cluster-a.internal/hello?x=1",
+            env={"http_proxy": f"http://127.0.0.1:{w.port}"},
+        )
+        assert out.startswith("HTTP/1.1 200"), out
+        assert out.endswith("hello from backend")
+        req = world.web.requests[before]
+        assert req.target == "/hello?x=1"
+        assert req.header("host") == "svc.ns.cluster-a.internal"
+        # The service's credential replaced the caller's; the edge's never reached it.
+        assert req.header_all("authorization") == [f"Bearer {SERVICE_TOKEN}"]
+        assert req.header("proxy-authorization") is None
+        rid = req.header("x-request-id")
+        assert rid is not None and rid.startswith("winch-")
+        assert header_lines(out)["x-request-id"] == rid
+        # The edge logged the request under winch's ID, routed on the service name.
+        lines = [ln for ln in world.edge.log_lines() if rid.encode() in ln]
+        assert len(lines) == 1 and b'"route":"web"' in lines[0], lines
+
+
+async def test_curl_https_proxy_tunnels_tls_end_to_end(world: World) -> None:
+    async with running_winch(world.winch_yaml()) as w:
+        out = await curl(
+            "-i",
+            "--cacert",
+            str(world.dir / "ca.pem"),
+            f"https://web.cluster-a.internal:{world.tls_port}/secret",
+            env={"https_proxy": f"http://127.0.0.1:{w.port}"},
+        )
+        assert "HTTP/1.1 200 Connection Established" in out
+        # The client's own TLS reached the service (SNI is the service's name), and winch
+        # could not add the backend credential inside it: only proxy_auth applies to TLS.
+        assert out.endswith("tls-service saw authorization: no"), out
+        assert world.tls_seen[-1] == "web.cluster-a.internal"
+        # The edge logs a tunnel when it ends, right after curl closed it.
+        async with asyncio.timeout(5):
+            while not any(b'"route":"tunnel"' in ln for ln in world.edge.log_lines()):
+                await asyncio.sleep(0.02)
+
+
+async def test_grpc_through_winch_by_authority_and_by_http_proxy(world: World) -> None:
+    async with running_winch(world.winch_yaml()) as w:
+        by_authority = grpc_channel(
+            f"127.0.0.1:{w.port}", authority="greeter.cluster-a.internal:50051"
+        )
+        by_proxy = grpc_channel(
+            "greeter.cluster-a.internal:50051",
+            options=[
+                ("grpc.enable_http_proxy", 1),
+                ("grpc.http_proxy", f"http://127.0.0.1:{w.port}"),
+            ],
+        )
+        for name, channel in (("authority", by_authority), ("proxy", by_proxy)):
+            async with channel:
+                stub = hello_pb2_grpc.GreeterStub(channel)
+                reply = await stub.SayHello(hello_pb2.HelloRequest(name=name), timeout=10)
+                assert reply.name == f"g:{name}"
+                method, metadata = world.grpc.calls[-1]
+                assert method.endswith("/SayHello")
+                assert metadata.get("authorization") == f"Bearer {SERVICE_TOKEN}"
+                assert "proxy-authorization" not in metadata
+                # Streaming works through the same path.
+                replies = [
+                    r.name
+                    async for r in stub.ServerStream(
+                        hello_pb2.StreamRequest(name=name, count=3, interval_ms=1), timeout=10
+                    )
+                ]
+                assert len(replies) == 3
+
+
+async def test_pac_file_is_served_and_names_winch(world: World) -> None:
+    async with running_winch(world.winch_yaml()) as w:
+        for path in ("/proxy.pac", "/wpad.dat"):
+            out = await curl("-i", f"http://127.0.0.1:{w.port}{path}")
+            h = header_lines(out)
+            assert h["content-type"] == "application/x-ns-proxy-autoconfig"
+            assert "access-control-allow-origin" not in h
+            assert f"PROXY 127.0.0.1:{w.port}; DIRECT" in out
+            assert ".cluster-a.internal" in out
+
+
+async def test_unmapped_and_rebinding_requests_are_refused(world: World) -> None:
+    async with running_winch(world.winch_yaml()) as w:
+        before = len(world.web.requests)
+        proxy = {"http_proxy": f"http://127.0.0.1:{w.port}"}
+        out = await curl("-i", "http://elsewhere.test/", env=proxy)
+        assert out.startswith("HTTP/1.1 403")
+        assert header_lines(out)["x-winch-error-type"] == "unmapped-host"
+        # A page whose own name rebinds to 127.0.0.1: Host is neither winch nor mapped.
+        async with raw_connection(w.port) as conn:
+            await conn.send(f"GET / HTTP/1.1\r\nHost: evil.test:{w.port}\r\n\r\n".encode())
+            resp = await conn.read_response()
+        assert resp.status == 403
+        assert resp.header("x-winch-error-type") == "host-not-allowed"
+        # A cross-site page's fetch through the proxy, and a CORS preflight.
+        out = await curl(
+            "-i",
+            "-H",
+            "Sec-Fetch-Site: cross-site",
+            "-H",
+            "Origin: http://evil.test",
+            "-X",
+            "POST",
+            "http://svc.ns.cluster-a.internal/delete",
+            env=proxy,
+        )
+        assert out.startswith("HTTP/1.1 403")
+        assert header_lines(out)["x-winch-error-type"] == "cross-site-refused"
+        out = await curl(
+            "-i",
+            "-X",
+            "OPTIONS",
+            "-H",
+            "Origin: http://evil.test",
+            "-H",
+            "Access-Control-Request-Method: DELETE",
+            "http://svc.ns.cluster-a.internal/x",
+            env=proxy,
+        )
+        assert out.startswith("HTTP/1.1 403")
+        assert not any(k.startswith("access-control-") for k in header_lines(out))
+        assert len(world.web.requests) == before  # nothing reached the service
+
+
+async def test_secret_is_required_when_configured(world: World) -> None:
+    secret = "a-long-winch-secret-0123456789"
+    path = world.dir / "winch.secret"
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+    async with running_winch(world.winch_yaml(f"winch: {{secret_file: {path}}}")) as w:
+        url = "http://svc.ns.cluster-a.internal/s"
+        out = await curl("-i", url, env={"http_proxy": f"http://127.0.0.1:{w.port}"})
+        assert out.startswith("HTTP/1.1 407"), out
+        assert header_lines(out)["proxy-authenticate"] == 'Basic realm="winch"'
+        out = await curl("-i", url, env={"http_proxy": f"http://me:wrong@127.0.0.1:{w.port}"})
+        assert out.startswith("HTTP/1.1 407")
+        out = await curl("-i", url, env={"http_proxy": f"http://me:{secret}@127.0.0.1:{w.port}"})
+        assert out.startswith("HTTP/1.1 200"), out
+        # The PAC file needs no secret (browsers fetch it without credentials).
+        out = await curl("-i", f"http://127.0.0.1:{w.port}/proxy.pac")
+        assert out.startswith("HTTP/1.1 200")
+
+
+async def test_secret_file_readable_by_others_is_a_config_error(world: World) -> None:
+    path = world.dir / "loose.secret"
+    path.write_text("a-long-winch-secret-0123456789\n")
+    path.chmod(0o644)
+    with pytest.raises(Exception) as info:
+        async with running_winch(world.winch_yaml(f"winch: {{secret_file: {path}}}")):
+            pass
+    assert "chmod 600" in str(info.value)
+
+
+async def test_debug_mode_makes_the_edge_log_at_info(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="kedge.debug")
+    async with running_winch(world.winch_yaml("winch: {debug: true}")) as w:
+        before = len(world.web.requests)
+        out = await curl(
+            "-i",
+            "http://dbg.ns.cluster-a.internal/trace-me",
+            env={"http_proxy": f"http://127.0.0.1:{w.port}"},
+        )
+        assert out.startswith("HTTP/1.1 200"), out
+        rid = world.web.requests[before].header("x-request-id")
+        # The tag is for the edge only: it never reaches the service.
+        assert world.web.requests[before].header("x-kedge-debug") is None
+    records = [r for r in caplog.records if r.name == "kedge.debug"]
+    assert any(rid in r.getMessage() and "route=web" in r.getMessage() for r in records)
+    assert all(r.levelno == logging.INFO for r in records)
+
+
+async def test_edge_refusing_the_proxy_credential_is_passed_through(world: World) -> None:
+    yaml = world.winch_yaml().replace("    proxy_auth: ci\n", "")
+    async with running_winch(yaml) as w:
+        out = await curl(
+            "-i",
+            "http://svc.ns.cluster-a.internal/x",
+            env={"http_proxy": f"http://127.0.0.1:{w.port}"},
+        )
+        # The edge's own refusal, labelled by the edge, not by winch.
+        assert out.startswith("HTTP/1.1 401"), out
+        h = header_lines(out)
+        assert h["x-kedge-error-type"] == "unauthenticated"
+        assert "x-winch-error" not in h
+
+
+async def test_non_loopback_listen_is_refused_unless_allowed() -> None:
+    text = "winch: {listen: '0.0.0.0:8070'}\nroutes: []\n"
+    with pytest.raises(ConfigError) as info:
+        parse_winch_config_text(text, "w.yaml")
+    assert info.value.key_path == "winch.listen"
+    cfg = parse_winch_config_text(text.replace("}", ", allow_non_loopback: true}"), "w.yaml")
+    assert cfg.listen_host == "0.0.0.0"

@@ -1,0 +1,83 @@
+"""Forwarding a mapped request to its edge, with the route's credentials attached.
+
+The mapper picks the edge; the route's `proxy_auth` source becomes the edge's credential
+(`Proxy-Authorization: Bearer`, or the client certificate of the TLS connection when the
+source yields one), and `backend_auth` the service's (`Authorization: Bearer`). The
+request then travels as a stream on a pooled HTTP/2 connection to the edge, whatever the
+client spoke, and the answer streams back (gRPC trailers included). An edge that answers
+401 or 407 makes winch drop the cached credentials, so the next request fetches new ones.
+
+Names no route maps are refused (`unmapped: refuse`), or, with `unmapped: direct`, sent
+straight to the name with no credentials at all (kedge.dialer never attaches a credential
+to a name it did not map: hardening X5).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kedge.core.errors import CredentialUnavailable
+from kedge.core.http.exchange import Exchange
+from kedge.core.net.h2_forward import exchange_h2
+from kedge.dialer.auth_sources import AuthSources
+from kedge.dialer.config import MapRoute
+from kedge.dialer.credentials import BearerToken, ClientCertificate, Credential
+from kedge.dialer.mapping import Mapped
+from winch.edges import EdgeConnections
+from winch.request_fields import Injected, edge_request_fields
+
+__all__ = ["EdgeForwarder"]
+
+log = logging.getLogger("winch")
+
+
+class EdgeForwarder:
+    def __init__(
+        self,
+        sources: AuthSources,
+        edges: EdgeConnections,
+        *,
+        debug_tag: str | None,
+        response_header_timeout: float,
+    ) -> None:
+        self._sources = sources
+        self._edges = edges
+        self._debug_tag = debug_tag
+        self._timeout = response_header_timeout
+
+    async def credential(self, name: str | None) -> Credential | None:
+        """The named source's current credential (None: the route names no source)."""
+        if name is None:
+            return None
+        return await self._sources.get(name).credential()
+
+    async def forward(self, ex: Exchange, mapped: Mapped) -> None:
+        route = mapped.route
+        ex.route = route.name
+        ex.backend = mapped.edge.key
+        proxy = await self.credential(route.proxy_auth)
+        backend = await self.credential(route.backend_auth)
+        if isinstance(backend, ClientCertificate):
+            # The edge terminates TLS: a certificate cannot reach the service through it.
+            raise CredentialUnavailable(
+                f"auth source {route.backend_auth!r} gives a client certificate, which cannot "
+                "be passed through the edge; use it as proxy_auth, or a token as backend_auth"
+            )
+        injected = Injected(
+            proxy_authorization=proxy.header_value() if isinstance(proxy, BearerToken) else None,
+            authorization=backend.header_value() if isinstance(backend, BearerToken) else None,
+            debug_tag=self._debug_tag,
+        )
+        client_cert = proxy if isinstance(proxy, ClientCertificate) else None
+        pool = self._edges.pool(mapped.edge, client_cert)
+        fields = edge_request_fields(
+            ex.head, grpc=ex.grpc, request_id=ex.request_id, injected=injected
+        )
+        await exchange_h2(ex, pool, fields, self._timeout, 0)
+        if ex.status in (401, 407):
+            self._refused(route)
+
+    def _refused(self, route: MapRoute) -> None:
+        for name in (route.proxy_auth, route.backend_auth):
+            if name is not None:
+                self._sources.get(name).invalidate()
