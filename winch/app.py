@@ -30,6 +30,7 @@ from kedge.dialer.mapping import Mapper
 from kedge.dialer.pac import render_pac
 from winch.config import WinchConfig, read_secret
 from winch.connect import ConnectTunnels
+from winch.direct import DirectForwarder
 from winch.edges import EdgeConnections
 from winch.errors import UnmappedHost
 from winch.forward import EdgeForwarder
@@ -98,6 +99,10 @@ class WinchApp:
             self.sweeper,
             self._serve_tunnel,
             connect_timeout=config.connect_timeout,
+        )
+        self.direct = DirectForwarder(
+            connect_timeout=config.connect_timeout,
+            response_header_timeout=config.response_header_timeout,
         )
         self._h1 = H1ServerSettings(
             listener="winch",
@@ -184,11 +189,10 @@ class WinchApp:
             return
         mapped = self.mapper.map(head.host, head.port, grpc=ex.grpc)
         if mapped is None:
-            if self.config.dialer.unmapped is Unmapped.DIRECT:
-                raise UnmappedHost(
-                    f"{head.authority}: winch connects unmapped names directly only for CONNECT"
-                )
-            raise _unmapped(head.authority)
+            if self.config.dialer.unmapped is not Unmapped.DIRECT:
+                raise _unmapped(head.authority)
+            await self.direct.forward(ex)
+            return
         await self.forwarder.forward(ex, mapped)
 
     async def _dispatch_tunnelled(self, ex: Exchange, host: str, port: int) -> None:
@@ -232,6 +236,7 @@ class WinchApp:
         if self._server is not None:
             self._server.close()
         await self.tunnels.aclose()
+        await self.direct.aclose()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()

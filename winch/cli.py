@@ -11,8 +11,10 @@ import signal
 import sys
 from dataclasses import replace
 
-from kedge.core.errors import ConfigError
+from kedge.core.errors import ConfigError, KedgeError
+from kedge.dialer.auth_sources import AuthSources
 from kedge.dialer.pac import render_pac
+from kedge.dialer.sources.oidc import OidcSource
 from winch.app import WinchApp
 from winch.config import WinchConfig, is_loopback_host, load_winch_config
 
@@ -37,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="ask edges to log these requests at info")
     p.add_argument("--check", action="store_true", help="validate the config and exit")
     p.add_argument("--print-pac", action="store_true", help="print the PAC file and exit")
+    p.add_argument(
+        "--login",
+        metavar="SOURCE",
+        help="log in with the named oidc auth source now (opens a browser), then exit",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -80,6 +87,27 @@ async def _serve(config: WinchConfig) -> None:
         await app.aclose()
 
 
+async def _login(config: WinchConfig, name: str) -> int:
+    if name not in config.dialer.auth_sources:
+        known = ", ".join(sorted(config.dialer.auth_sources)) or "none"
+        print(f"winch: no auth source {name!r} (known: {known})", file=sys.stderr)
+        return 2
+    sources = AuthSources(config.dialer.auth_sources, refresh_margin=config.dialer.refresh_margin)
+    try:
+        source = sources.get(name)
+        if not isinstance(source, OidcSource):
+            print(f"winch: {name!r} is not an oidc source; it needs no login", file=sys.stderr)
+            return 2
+        await source.login()
+        print(f"winch: logged in with {name!r}; tokens cached in {source.cache_path}")
+        return 0
+    except KedgeError as exc:
+        print(f"winch: {exc.reason}", file=sys.stderr)
+        return 1
+    finally:
+        await sources.aclose()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -99,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_pac:
         print(render_pac(config.dialer, f"{config.listen_host}:{config.listen_port}"), end="")
         return 0
+    if args.login:
+        return asyncio.run(_login(config, args.login))
     try:
         asyncio.run(_serve(config))
     except OSError as exc:

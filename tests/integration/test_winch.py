@@ -365,3 +365,39 @@ async def test_non_loopback_listen_is_refused_unless_allowed() -> None:
     assert info.value.key_path == "winch.listen"
     cfg = parse_winch_config_text(text.replace("}", ", allow_non_loopback: true}"), "w.yaml")
     assert cfg.listen_host == "0.0.0.0"
+
+
+async def test_unmapped_direct_goes_straight_to_the_name_without_credentials(
+    world: World,
+) -> None:
+    """`unmapped: direct`: plain HTTP and CONNECT reach an unmapped name (here 127.0.0.1,
+    which no route maps) with nothing winch holds attached."""
+    async with (
+        recording_backend() as plain,
+        running_winch(world.winch_yaml("unmapped: direct")) as w,
+    ):
+        before = len(world.web.requests)
+        out = await curl(
+            "-i",
+            "-H",
+            "Proxy-Authorization: Basic d2luY2g6c2VjcmV0",
+            f"http://{plain.address}/straight?q=1",
+            env={"http_proxy": f"http://127.0.0.1:{w.port}", "no_proxy": ""},
+        )
+        assert out.startswith("HTTP/1.1 200"), out
+        assert out.endswith("hello from backend")
+        req = plain.requests[-1]
+        assert req.target == "/straight?q=1"
+        assert req.header("authorization") is None
+        assert req.header("proxy-authorization") is None
+        assert len(world.web.requests) == before  # the edge saw nothing
+        # CONNECT to an unmapped name: a plain TCP tunnel, no edge involved.
+        out = await curl(
+            "-i",
+            "-p",
+            f"http://{plain.address}/tunnelled",
+            env={"http_proxy": f"http://127.0.0.1:{w.port}", "no_proxy": ""},
+        )
+        assert "200 Connection Established" in out
+        assert out.endswith("hello from backend")
+        assert plain.requests[-1].target == "/tunnelled"

@@ -96,7 +96,10 @@ class RawTunnel(asyncio.Protocol):
             else:
                 peer.tunnel_close()
         self._close_if_done()
-        return True  # writing to the endpoint may go on; closing is decided above
+        t = self.transport
+        # Writing to the endpoint may go on: closing is decided above. A TLS transport (a
+        # tunnel through an edge) cannot stay half-open, and asyncio ignores True there.
+        return True if t is not None and t.can_write_eof() else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._sweeper is not None:
