@@ -26,13 +26,13 @@ from kedge.core.http.headers import RequestIdGenerator
 from kedge.core.http.pipeline import ErrorBoundary, Handler, compose
 from kedge.dialer.auth_sources import AuthSources
 from kedge.dialer.config import Unmapped
+from kedge.dialer.errors import NotMapped
 from kedge.dialer.mapping import Mapper
 from kedge.dialer.pac import render_pac
 from winch.config import WinchConfig, read_secret
 from winch.connect import ConnectTunnels
 from winch.direct import DirectForwarder
 from winch.edges import EdgeConnections
-from winch.errors import UnmappedHost
 from winch.forward import EdgeForwarder
 from winch.guard import Verdict, admit
 from winch.local import LocalPages
@@ -245,8 +245,8 @@ class WinchApp:
         await self.sweeper.aclose()
 
 
-def _unmapped(authority: str) -> UnmappedHost:
-    return UnmappedHost(
+def _unmapped(authority: str) -> NotMapped:
+    return NotMapped(
         f"{authority} is not mapped to an edge (add a route for it, or set unmapped: direct)"
     )
 

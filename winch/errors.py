@@ -1,20 +1,15 @@
 """Winch's own refusals: typed errors rendered with `X-Winch-Error` and `X-Winch-Error-Type`.
 
-Failures of the hop to the edge reuse kedge's kinds (`upstream-connect-error`, ...), so a
-client reads the same vocabulary whichever hop failed; the header prefix says which one.
+Failures of the hop to the edge reuse kedge's kinds (`upstream-connect`, ...), and an
+unmapped name is the dialer's `NotMapped` (`unmapped-host`), so a client reads the same
+vocabulary whichever hop failed; the header prefix says which one.
 """
 
 from __future__ import annotations
 
 from kedge.core.errors import Forbidden, ProxyAuthRequired
 
-__all__ = ["CrossSiteRefused", "HostNotAllowed", "UnmappedHost", "WinchSecretRequired"]
-
-
-class UnmappedHost(Forbidden):
-    """No mapper route names this host, and `unmapped: refuse` (hardening X4: no open relay)."""
-
-    kind = "unmapped-host"
+__all__ = ["CrossSiteRefused", "HostNotAllowed", "WinchSecretRequired"]
 
 
 class HostNotAllowed(Forbidden):
