@@ -401,3 +401,50 @@ async def test_unmapped_direct_goes_straight_to_the_name_without_credentials(
         assert "200 Connection Established" in out
         assert out.endswith("hello from backend")
         assert plain.requests[-1].target == "/tunnelled"
+
+
+async def test_requests_share_one_pooled_http2_connection_to_the_edge(world: World) -> None:
+    """kEdge's winch opened a connection per gRPC call; here 40 concurrent requests and calls
+    from several clients ride one multiplexed HTTP/2 connection to the edge."""
+    accepted = world.edge.app.metrics.connections_accepted.labels("https")
+    async with running_winch(world.winch_yaml()) as w:
+        proxy = {"http_proxy": f"http://127.0.0.1:{w.port}"}
+        await curl("-o", "/dev/null", "http://warm.ns.cluster-a.internal/", env=proxy)
+        before = accepted.value
+        channel = grpc_channel(f"127.0.0.1:{w.port}", authority="greeter.cluster-a.internal:443")
+        async with channel:
+            stub = hello_pb2_grpc.GreeterStub(channel)
+            calls = [
+                stub.SayHello(hello_pb2.HelloRequest(name=str(i)), timeout=10) for i in range(20)
+            ]
+            gets = [
+                curl(
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    f"http://p{i}.ns.cluster-a.internal/",
+                    env=proxy,
+                )
+                for i in range(20)
+            ]
+            replies = await asyncio.gather(*calls)
+            codes = await asyncio.gather(*gets)
+        assert sorted(r.name for r in replies) == sorted(f"g:{i}" for i in range(20))
+        assert codes == ["200"] * 20
+        assert accepted.value == before  # no new connection to the edge
+
+
+async def test_a_clients_request_id_is_kept_end_to_end(world: World) -> None:
+    async with running_winch(world.winch_yaml()) as w:
+        before = len(world.web.requests)
+        out = await curl(
+            "-i",
+            "-H",
+            "X-Request-Id: my-trace-123",
+            "http://rid.ns.cluster-a.internal/",
+            env={"http_proxy": f"http://127.0.0.1:{w.port}"},
+        )
+        assert out.startswith("HTTP/1.1 200")
+        assert world.web.requests[before].header("x-request-id") == "my-trace-123"
+        assert any(b"my-trace-123" in ln for ln in world.edge.log_lines())
