@@ -88,7 +88,7 @@ class WinchApp:
         self.forwarder = EdgeForwarder(
             self.sources,
             self.edges,
-            debug_tag=f"winch-{getpass.getuser()}" if config.debug else None,
+            debug_tag=f"winch-{_user()}" if config.debug else None,
             response_header_timeout=config.response_header_timeout,
         )
         self.request_ids = RequestIdGenerator(prefix=f"winch-{os.urandom(4).hex()}")
@@ -243,6 +243,13 @@ class WinchApp:
         self.edges.close()
         await self.sources.aclose()
         await self.sweeper.aclose()
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name (a container with an unnamed uid)
+        return str(os.getuid())
 
 
 def _unmapped(authority: str) -> NotMapped:
