@@ -57,6 +57,8 @@ class WinchConfig:
 def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
+    if ":" not in host and not host[-1:].isdigit():
+        return False  # a name (not an IP literal): no exception raised per request
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
