@@ -11,7 +11,7 @@ Configured from the same YAML as winch (configs/winch.yaml)::
             print(resp.status, await resp.text())
     async with httpx.AsyncClient(transport=KedgeTransport(dialer)) as client:
         print((await client.get("http://web.ns.cluster-a.internal:8080/")).text)
-    async with grpc_channel(dialer, "greeter.ns.cluster-a.internal:443") as channel:
+    async with grpc_channel(dialer, "greeter.ns.cluster-a.internal:50051") as channel:
         reply = await GreeterStub(channel).SayHello(HelloRequest(name="me"))
     await dialer.aclose()
 

@@ -22,7 +22,10 @@ context per request would reload the CA bundle every time and defeat connection 
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import ssl
+import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -33,6 +36,7 @@ from kedge.dialer.auth_sources import AuthSources
 from kedge.dialer.config import DialerConfig, EdgeTls, MapRoute, Unmapped
 from kedge.dialer.config_parser import load_dialer_config
 from kedge.dialer.credentials import BearerToken, ClientCertificate, Clock, Credential
+from kedge.dialer.edge_relay import EdgeRelay
 from kedge.dialer.edge_tls import edge_ssl_context
 from kedge.dialer.errors import NotMapped
 from kedge.dialer.mapping import EdgeTarget, Mapped, Mapper
@@ -119,7 +123,7 @@ def _identity(client_cert: ClientCertificate | None) -> bytes:
 class Dialer:
     """Mapping, auth sources and edge TLS contexts of one config; `aclose()` when done."""
 
-    __slots__ = ("_config", "_contexts", "_mapper", "_sources")
+    __slots__ = ("_config", "_contexts", "_mapper", "_relay_dir", "_relays", "_sources")
 
     def __init__(
         self,
@@ -140,6 +144,8 @@ class Dialer:
         self._contexts: OrderedDict[tuple[EdgeTls, bytes, tuple[str, ...]], ssl.SSLContext] = (
             OrderedDict()
         )
+        self._relays: dict[tuple[EdgeTarget, str | None], EdgeRelay] = {}
+        self._relay_dir: str | None = None
 
     @classmethod
     def from_file(cls, path: str, *, open_browser: Callable[[str], None] | None = None) -> Dialer:
@@ -209,6 +215,31 @@ class Dialer:
             self._contexts.popitem(last=False)
         return ctx
 
+    def relay(self, mapped: Mapped) -> EdgeRelay:
+        """The private Unix-socket relay to this route's edge, started on first use (gRPC
+        channels dial it; see kedge.dialer.edge_relay). Call it on the running loop."""
+        edge, route = mapped.edge, mapped.route
+        key = (edge, route.proxy_auth)
+        relay = self._relays.get(key)
+        if relay is not None:
+            return relay
+        if self._relay_dir is None:
+            self._relay_dir = tempfile.mkdtemp(prefix="kedge-dialer-")  # mode 0700
+
+        async def context_for() -> ssl.SSLContext:
+            # The proxy source's certificate, if it gives one, as of this connection.
+            proxy = await self._credential(route.proxy_auth)
+            cert = proxy if isinstance(proxy, ClientCertificate) else None
+            ctx = self.ssl_context(edge, cert, H2_ALPN)
+            assert ctx is not None  # https edges only
+            return ctx
+
+        path = os.path.join(self._relay_dir, f"edge-{len(self._relays)}.sock")
+        relay = EdgeRelay(path, edge, edge.tls.server_name or edge.host, context_for)
+        relay.start()
+        self._relays[key] = relay
+        return relay
+
     def invalidate(self, plan: DialPlan | MapRoute) -> None:
         """The edge or the service refused the plan's credentials (401/407): the route's
         sources fetch new ones next time."""
@@ -218,6 +249,12 @@ class Dialer:
                 self._sources.get(name).invalidate()
 
     async def aclose(self) -> None:
+        for relay in self._relays.values():
+            await relay.aclose()
+        self._relays.clear()
+        if self._relay_dir is not None:
+            shutil.rmtree(self._relay_dir, ignore_errors=True)
+            self._relay_dir = None
         self._contexts.clear()
         await self._sources.aclose()
 

@@ -2,43 +2,37 @@
 
 grpcio is an optional dependency: only this module imports it.
 
-The target is mapped (as gRPC, so `protocol: grpc` routes apply) and the channel dials the
-route's edge, not the target:
+The target is mapped (as gRPC, so `protocol: grpc` routes apply) and the channel reaches
+the route's edge, not the target:
 
-- TLS to the edge with `grpc.ssl_channel_credentials` built from the route's `edge_tls`
-  (CA, optional client certificate from `cert_file`/`key_file`), verified against the
-  edge's TLS name (`grpc.ssl_target_name_override`);
+- through the dialer's private relay (kedge.dialer.edge_relay): the channel speaks
+  HTTP/2 in plaintext to a 0600 Unix socket of this process, and the relay carries each
+  connection over TLS to the edge, verified against the route's `edge_tls` CA and the
+  edge's name, with ALPN `h2` and the client certificate of `cert_file`/`key_file` or of
+  the proxy auth source (a kubeconfig certificate user, read per connection);
 - `grpc.default_authority` = the target, so every call's `:authority` is the service's
-  `host:port` and the edge routes on it (see the grpcio limit below);
+  `host:port` and the edge routes on it;
 - client interceptors add `proxy-authorization` and `authorization` to every call from the
   route's auth sources, replacing the caller's own values of those keys (hardening X5;
-  call credentials could only add to them), so tokens are refreshed as they expire without
-  a new channel. They run on the channel's event loop, where the auth sources live. A
-  failed source fails the call with an AioRpcError carrying the source's reason (never a
-  token) and UNAUTHENTICATED, the `credential-unavailable` kind's gRPC status.
+  call credentials could only add to them, and grpcio sends them only on channels it
+  secures itself), so tokens are refreshed as they expire without a new channel. They run
+  on the channel's event loop, where the auth sources live. A failed source fails the call
+  with an AioRpcError carrying the source's reason (never a token) and UNAUTHENTICATED,
+  the `credential-unavailable` kind's gRPC status.
 
-The grpcio limit: on a TLS channel grpcio checks every call's `:authority` against the
-server's certificate, or, when `ssl_target_name_override` is set, compares it with the
-channel's authority *without its port*; a `host:port` authority therefore only passes when
-the edge's certificate covers the service's name (e.g. a `*.ns.cluster-a.internal` SAN),
-and otherwise the call fails UNAUTHENTICATED "call host does not match SSL server name".
-For port 443 the authority is sent without the port (the same authority: 443 is the https
-default port, RFC 9110 §4.2.2, and the edge reads a missing port so), which always passes.
-A service on another port behind an edge whose certificate names only the edge is reached
-through winch instead (`grpc.http_proxy`, or a channel to winch with the authority set).
+Why a relay rather than grpcio's own TLS: on a TLS channel grpcio checks every call's
+`:authority` against the server's certificate (or, with `ssl_target_name_override`,
+against the channel's authority without its port), so `svc.ns.cluster-a.internal:50051`
+would only pass with an edge certificate that names every service. grpc-go, which kEdge
+used, has no such check.
 
-The channel is HTTP/2 with grpcio's own connection management: every call multiplexes on
-one connection to the edge (kEdge dialed a new TLS connection per call).
+Every call multiplexes on one HTTP/2 connection to the edge (kEdge dialed a new TLS
+connection per call).
 
-An `http://` edge gets an insecure channel with the same authority override; the config
+An `http://` edge gets a plain channel with the same authority override; the config
 allows no credentials on such routes, and the channel adds none. An unmapped target raises
 NotMapped (`unmapped: refuse`) or, with `unmapped: direct`, gives a channel to the target
 itself with no credentials: insecure unless `direct_credentials` are given.
-
-A proxy auth source that yields a client certificate (a kubeconfig user with
-`client-certificate-data`) is not supported here, since grpcio fixes the certificate when
-the channel is made; calls on such a route fail with a message saying so. Put the
-certificate in the route's `tls:` block instead.
 """
 
 from __future__ import annotations
@@ -50,7 +44,6 @@ import grpc
 import grpc.aio
 
 from kedge.core.errors import CredentialUnavailable, KedgeError
-from kedge.dialer.config import EdgeTls, MapRoute
 from kedge.dialer.dialer import Dialer
 from kedge.dialer.mapping import EdgeTarget, Mapped
 
@@ -104,8 +97,7 @@ def grpc_channel(
             target, direct_credentials, options, compression, interceptors
         )
     edge = mapped.edge
-    own: list[tuple[str, Any]] = [("grpc.default_authority", _authority(mapped))]
-    address = _address(edge)
+    own: list[tuple[str, Any]] = [("grpc.default_authority", mapped.authority)]
     if edge.scheme != "https":
         route = mapped.route
         if route.proxy_auth is not None or route.backend_auth is not None:
@@ -113,42 +105,20 @@ def grpc_channel(
                 f"route {route.name!r} sends credentials to an http:// edge; "
                 "credentials are only sent over TLS: use an https:// edge URL"
             )
-        return grpc.aio.insecure_channel(address, [*options, *own], compression, interceptors)
-    own.append(("grpc.ssl_target_name_override", edge.tls.server_name or edge.host))
+        return grpc.aio.insecure_channel(
+            _address(edge), [*options, *own], compression, interceptors
+        )
     chain = list(interceptors or ())
     if mapped.route.proxy_auth is not None or mapped.route.backend_auth is not None:
         chain.extend(_interceptors(dialer, mapped))  # last: innermost, after the caller's
-    return grpc.aio.secure_channel(
-        address, _channel_credentials(edge.tls), [*options, *own], compression, chain
-    )
-
-
-def _authority(mapped: Mapped) -> str:
-    """The call's `:authority`: without the port when it is 443 (see the grpcio limit)."""
-    if mapped.edge.scheme == "https" and mapped.authority.endswith(":443"):
-        return mapped.authority.removesuffix(":443")
-    return mapped.authority
+    relay = dialer.relay(mapped)
+    # Plaintext to our own 0600 socket; the relay does the TLS to the edge.
+    return grpc.aio.insecure_channel(f"unix:{relay.path}", [*options, *own], compression, chain)
 
 
 def _address(edge: EdgeTarget) -> str:
     host = f"[{edge.host}]" if ":" in edge.host else edge.host
     return f"{host}:{edge.port}"
-
-
-def _read(path: str | None) -> bytes | None:
-    if path is None:
-        return None
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _channel_credentials(tls: EdgeTls) -> grpc.ChannelCredentials:
-    # None roots: grpcio's bundled roots (or GRPC_DEFAULT_SSL_ROOTS_FILE_PATH).
-    return grpc.ssl_channel_credentials(
-        root_certificates=_read(tls.ca_file),
-        private_key=_read(tls.key_file),
-        certificate_chain=_read(tls.cert_file),
-    )
 
 
 class _Injector:
@@ -161,9 +131,8 @@ class _Injector:
 
     async def details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         try:
-            headers, client_cert = await self._dialer.credentials(self._route, self._edge)
-            if client_cert is not None:
-                raise CredentialUnavailable(_cert_refusal(self._route))
+            # A client certificate goes in the relay's TLS handshake, not in metadata.
+            headers, _ = await self._dialer.credentials(self._route, self._edge)
         except KedgeError as exc:
             raise grpc.aio.AioRpcError(
                 _status(exc.grpc_status), grpc.aio.Metadata(), grpc.aio.Metadata(), exc.reason
@@ -248,10 +217,3 @@ def _status(code: int) -> grpc.StatusCode:
         if status.value[0] == code:
             return status
     return grpc.StatusCode.UNKNOWN
-
-
-def _cert_refusal(route: MapRoute) -> str:
-    return (
-        f"auth source {route.proxy_auth!r} gives a client certificate, which a grpc channel "
-        "cannot take per call; put the certificate in the route's tls: cert_file/key_file"
-    )

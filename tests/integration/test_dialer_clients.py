@@ -14,6 +14,7 @@ the TLS handshake with a certificate error.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -49,7 +50,7 @@ pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 ISSUER = "https://idp.kedge.test"  # never contacted: the JWKS URL is pinned
 BACKEND_TOKEN = "backend-" + secrets.token_hex(8)
 WEB = "web.ns.cluster-a.internal:8080"
-GREETER = "greeter.ns.cluster-a.internal:443"  # port 443: see grpc_aio's grpcio limit
+GREETER = "greeter.ns.cluster-a.internal:443"
 GREETER_B = "greeter.ns.cluster-b.internal:50051"  # the edge's "wild" certificate covers it
 EDGE_NAME = "edge.cluster-a.test"
 TIMEOUT = aiohttp.ClientTimeout(total=10)
@@ -154,6 +155,9 @@ routes:
   - name: greeter
     backend: grpc
     match: {{host: greeter.ns.cluster-a.internal, port: 443, grpc_methods: ["kedge.e2e.*"]}}
+  - name: greeter-50051
+    backend: grpc
+    match: {{host: greeter.ns.cluster-a.internal, port: 50051, grpc_methods: ["kedge.e2e.*"]}}
   - name: greeter-b
     backend: grpc
     match: {{host: greeter.ns.cluster-b.internal, port: 50051, grpc_methods: ["kedge.e2e.*"]}}
@@ -416,21 +420,37 @@ async def test_grpc_edge_routes_on_the_target_authority(w: World) -> None:
     assert w.grpc.calls == []
 
 
-async def test_grpc_port_outside_the_edge_certificate(w: World) -> None:
-    # grpcio's own check (see kedge/dialer/grpc_aio.py): a host:port authority the edge's
-    # certificate does not cover never leaves the client.
+async def test_grpc_on_a_port_the_edge_certificate_does_not_name(w: World) -> None:
+    """grpcio alone would refuse `greeter...:50051` against a certificate naming only the
+    edge ("call host does not match SSL server name"); the dialer's relay does the TLS, so
+    the call goes through and the edge routes on the full authority."""
     dialer = w.config()
     async with grpc_channel(
         dialer, "greeter.ns.cluster-a.internal:50051", options=LOCAL_POOL
     ) as channel:
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await hello_pb2_grpc.GreeterStub(channel).SayHello(
-                hello_pb2.HelloRequest(name="x"), timeout=5
-            )
+        reply = await hello_pb2_grpc.GreeterStub(channel).SayHello(
+            hello_pb2.HelloRequest(name="x"), timeout=5
+        )
     await dialer.aclose()
-    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert "call host does not match" in (info.value.details() or "")
-    assert w.grpc.calls == []
+    assert reply.name == "g:x"
+    [(method, seen)] = w.grpc.calls
+    assert method == "/kedge.e2e.Greeter/SayHello"
+    assert seen.get("authorization") == f"Bearer {BACKEND_TOKEN}"
+    lines = [ln for ln in w.edge.log_lines() if b'"route":"greeter-50051"' in ln]
+    assert lines, "the edge did not route on greeter.ns.cluster-a.internal:50051"
+
+
+async def test_grpc_relay_socket_is_private_and_removed(w: World) -> None:
+    dialer = w.config()
+    async with grpc_channel(dialer, GREETER, options=LOCAL_POOL) as channel:
+        await hello_pb2_grpc.GreeterStub(channel).SayHello(hello_pb2.HelloRequest(name="p"))
+        mapped = dialer.map("greeter.ns.cluster-a.internal", 443, grpc=True)
+        assert mapped is not None
+        path = dialer.relay(mapped).path
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
+    await dialer.aclose()
+    assert not os.path.exists(os.path.dirname(path))  # noqa: ASYNC240
 
 
 async def test_grpc_unmapped(w: World) -> None:
@@ -449,16 +469,26 @@ async def test_grpc_unmapped(w: World) -> None:
     assert "authorization" not in seen and "proxy-authorization" not in seen
 
 
-async def test_grpc_wrong_ca(w: World) -> None:
+async def test_grpc_wrong_ca(w: World, caplog: pytest.LogCaptureFixture) -> None:
     dialer = w.config(ca_file=w.wrong_ca_file)
     async with grpc_channel(dialer, GREETER, options=LOCAL_POOL) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await hello_pb2_grpc.GreeterStub(channel).SayHello(
                 hello_pb2.HelloRequest(name="x"), timeout=5
             )
+        mapped = dialer.map("greeter.ns.cluster-a.internal", 443, grpc=True)
+        assert mapped is not None
+        last_error = dialer.relay(mapped).last_error
     await dialer.aclose()
+    # The relay does the TLS: grpcio sees the socket close (UNAVAILABLE, at once), and the
+    # reason is logged and kept on the relay.
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "CERTIFICATE_VERIFY_FAILED" in (info.value.details() or "")
+    assert last_error is not None and "CERTIFICATE_VERIFY_FAILED" in last_error
+    assert any(
+        "CERTIFICATE_VERIFY_FAILED" in r.getMessage() and r.name == "kedge.dialer"
+        for r in caplog.records
+    )
+    assert w.grpc.calls == []
     assert w.grpc.calls == []
 
 
