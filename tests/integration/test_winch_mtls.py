@@ -1,5 +1,6 @@
-"""Winch to an edge that requires client certificates: from `edge_tls`, or from an auth source
-(a kubeconfig user's `client-certificate-data`) used as the route's proxy credential."""
+"""Winch and the dialer to an edge that requires client certificates: from `edge_tls`, or
+from an auth source (a kubeconfig user's `client-certificate-data`) used as the route's proxy
+credential."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ import pytest
 import pytest_asyncio
 import yaml
 
+from kedge.dialer import Dialer, grpc_channel, parse_dialer_config_text
+from proto.e2e import hello_pb2, hello_pb2_grpc
 from tests.support.backend import RecordingBackend, recording_backend
 from tests.support.edge import RunningEdge, running_edge
+from tests.support.grpc_hello import GrpcServer, grpc_hello_server
 from tests.support.pki import TestPki
 from tests.support.winch import running_winch
 
@@ -28,6 +32,7 @@ class World:
     pki: TestPki
     edge: RunningEdge
     web: RecordingBackend
+    grpc: GrpcServer
 
     def winch_yaml(self, edge_tls: str, route_extra: str = "", sources: str = "") -> str:
         return f"""
@@ -43,7 +48,7 @@ routes:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     pki = TestPki.create(tmp_path_factory.mktemp("pki"))
-    async with recording_backend() as web:
+    async with recording_backend() as web, grpc_hello_server(name="m") as g:
         edge_yaml = f"""
 admin: {{address: "127.0.0.1:0"}}
 listeners:
@@ -55,13 +60,15 @@ listeners:
       client_certs: {{mode: required, ca_files: ["{pki.ca.cert}"]}}
 backends:
   - {{name: web, resolver: {{static: {{endpoints: ["{web.address}"]}}}}}}
+  - {{name: g, protocol: h2c, resolver: {{static: {{endpoints: ["{g.address}"]}}}}}}
 routes:
+  - {{name: g, backend: g, match: {{host: "greeter.cluster-a.internal"}}}}
   - {{name: web, backend: web, match: {{host: "*.cluster-a.internal"}}}}
 auth:
   identity_header: x-kedge-principal
 """
         async with running_edge(edge_yaml) as edge:
-            yield World(pki, edge, web)
+            yield World(pki, edge, web, g)
 
 
 async def curl_through(port: int, url: str) -> str:
@@ -91,10 +98,9 @@ async def test_client_certificate_from_edge_tls(world: World) -> None:
         assert principal is not None and "client-a" in principal
 
 
-async def test_client_certificate_from_a_kubeconfig_user(world: World, tmp_path: Path) -> None:
+def write_kubeconfig(world: World, path: Path) -> None:
     b = world.pki.client_b
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
+    path.write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "v1",
@@ -113,6 +119,11 @@ async def test_client_certificate_from_a_kubeconfig_user(world: World, tmp_path:
             }
         )
     )
+
+
+async def test_client_certificate_from_a_kubeconfig_user(world: World, tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    write_kubeconfig(world, kubeconfig)
     yaml_text = world.winch_yaml(
         "",
         "    proxy_auth: bob",
@@ -136,3 +147,30 @@ async def test_no_client_certificate_is_a_clear_502(world: World) -> None:
     assert "x-winch-error-type: upstream-reset" in head, head
     assert "traceback" not in out.lower()
     assert len(world.web.requests) == before
+
+
+async def test_dialer_grpc_presents_the_kubeconfig_users_certificate(
+    world: World, tmp_path: Path
+) -> None:
+    """The dialer's gRPC relay does the TLS, so an auth source's certificate reaches the edge
+    (grpcio's own TLS fixes a certificate when the channel is made)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    write_kubeconfig(world, kubeconfig)
+    config = parse_dialer_config_text(
+        world.winch_yaml(
+            "",
+            "    proxy_auth: bob",
+            f"auth_sources:\n  bob: {{kubeconfig: {{path: {kubeconfig}, user: bob}}}}",
+        )
+    )
+    dialer = Dialer(config)
+    try:
+        async with grpc_channel(dialer, "greeter.cluster-a.internal:50051") as channel:
+            reply = await hello_pb2_grpc.GreeterStub(channel).SayHello(
+                hello_pb2.HelloRequest(name="cert"), timeout=10
+            )
+    finally:
+        await dialer.aclose()
+    assert reply.name == "m:cert"
+    _, metadata = world.grpc.calls[-1]
+    assert "client-b" in (metadata.get("x-kedge-principal") or "")
