@@ -448,3 +448,30 @@ async def test_a_clients_request_id_is_kept_end_to_end(world: World) -> None:
         assert out.startswith("HTTP/1.1 200")
         assert world.web.requests[before].header("x-request-id") == "my-trace-123"
         assert any(b"my-trace-123" in ln for ln in world.edge.log_lines())
+
+
+async def test_connect_refused_by_the_edge_is_logged_with_its_reason(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Winch answers a CONNECT with 200 before the client's first byte says TLS or not; when
+    the edge then refuses its own CONNECT (here: no proxy credential), the client sees the
+    tunnel close and winch's log has the edge's reason."""
+    caplog.set_level(logging.WARNING, logger="winch")
+    yaml = world.winch_yaml().replace("    proxy_auth: ci\n", "")
+    async with running_winch(yaml) as w:
+        proc = await asyncio.create_subprocess_exec(
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            str(world.dir / "ca.pem"),
+            f"https://web.cluster-a.internal:{world.tls_port}/secret",
+            env=dict(os.environ, https_proxy=f"http://127.0.0.1:{w.port}"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+    assert proc.returncode != 0 and b"tls-service" not in out
+    reasons = [r.getMessage() for r in caplog.records if r.name == "winch"]
+    assert any("refused CONNECT" in m for m in reasons), reasons
