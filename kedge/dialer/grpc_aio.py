@@ -37,6 +37,7 @@ itself with no credentials: insecure unless `direct_credentials` are given.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -128,6 +129,7 @@ class _Injector:
         self._dialer = dialer
         self._route = mapped.route
         self._edge = mapped.edge
+        self._checks: set[asyncio.Task[None]] = set()
 
     async def details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         try:
@@ -151,6 +153,26 @@ class _Injector:
             details.wait_for_ready,
         )
 
+    async def call(
+        self, continuation: Any, details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        """Start the call with the credentials; a call the edge or the service answers
+        UNAUTHENTICATED drops the cached ones, so the next call fetches new ones (as a 401
+        or 407 does for HTTP)."""
+        call = await continuation(await self.details(details), request)
+        call.add_done_callback(self._done)
+        return call
+
+    def _done(self, call: Any) -> None:
+        if not call.cancelled():
+            task = asyncio.get_running_loop().create_task(self._check(call))
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
+
+    async def _check(self, call: Any) -> None:
+        if await call.code() == grpc.StatusCode.UNAUTHENTICATED:
+            self._dialer.invalidate(self._route)
+
 
 class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, injector: _Injector) -> None:
@@ -159,7 +181,7 @@ class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(
         self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        return await continuation(await self._injector.details(client_call_details), request)
+        return await self._injector.call(continuation, client_call_details, request)
 
 
 class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
@@ -169,7 +191,7 @@ class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(
         self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        return await continuation(await self._injector.details(client_call_details), request)
+        return await self._injector.call(continuation, client_call_details, request)
 
 
 class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
@@ -177,13 +199,9 @@ class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
         self._injector = injector
 
     async def intercept_stream_unary(
-        self,
-        continuation: Any,
-        client_call_details: grpc.aio.ClientCallDetails,
-        request_iterator: Any,
+        self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, requests: Any
     ) -> Any:
-        details = await self._injector.details(client_call_details)
-        return await continuation(details, request_iterator)
+        return await self._injector.call(continuation, client_call_details, requests)
 
 
 class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
@@ -191,13 +209,9 @@ class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
         self._injector = injector
 
     async def intercept_stream_stream(
-        self,
-        continuation: Any,
-        client_call_details: grpc.aio.ClientCallDetails,
-        request_iterator: Any,
+        self, continuation: Any, client_call_details: grpc.aio.ClientCallDetails, requests: Any
     ) -> Any:
-        details = await self._injector.details(client_call_details)
-        return await continuation(details, request_iterator)
+        return await self._injector.call(continuation, client_call_details, requests)
 
 
 def _interceptors(dialer: Dialer, mapped: Mapped) -> list[grpc.aio.ClientInterceptor]:

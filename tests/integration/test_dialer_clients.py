@@ -33,6 +33,7 @@ from aiohttp import web
 
 from kedge.dialer import Dialer, NotMapped, RedirectRefused, aiohttp_session, grpc_channel
 from kedge.dialer import parse_dialer_config_text as parse
+from kedge.dialer.config import MapRoute
 from kedge.dialer.http_httpx import KedgeTransport
 from proto.e2e import hello_pb2, hello_pb2_grpc
 from tests.support.backend import (
@@ -506,4 +507,32 @@ async def test_grpc_credential_failure_fails_the_call_clearly(w: World) -> None:
         await dialer.aclose()
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED  # credential-unavailable
     assert "auth source 'edge'" in (info.value.details() or "")
+    assert w.grpc.calls == []
+
+
+async def test_grpc_unauthenticated_drops_the_cached_credentials(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a 401/407 does for HTTP: the edge answering UNAUTHENTICATED (no proxy credential
+    here) makes the dialer drop the route's cached credentials."""
+    dropped: list[str] = []
+    original = Dialer.invalidate
+
+    def recording(self: Dialer, plan: MapRoute) -> None:
+        dropped.append(plan.name)
+        original(self, plan)
+
+    monkeypatch.setattr(Dialer, "invalidate", recording)
+    dialer = w.config(proxy_auth=False)
+    async with grpc_channel(dialer, GREETER, options=LOCAL_POOL) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await hello_pb2_grpc.GreeterStub(channel).SayHello(
+                hello_pb2.HelloRequest(name="x"), timeout=5
+            )
+        async with asyncio.timeout(5):
+            while not dropped:
+                await asyncio.sleep(0.01)
+    await dialer.aclose()
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert dropped == ["cluster-a"]
     assert w.grpc.calls == []
