@@ -5,7 +5,8 @@ The mapper picks the edge; the route's `proxy_auth` source becomes the edge's cr
 source yields one), and `backend_auth` the service's (`Authorization: Bearer`). The
 request then travels as a stream on a pooled HTTP/2 connection to the edge, whatever the
 client spoke, and the answer streams back (gRPC trailers included). An edge that answers
-401 or 407 makes winch drop the cached credentials, so the next request fetches new ones.
+401 or 407 (or gRPC UNAUTHENTICATED) makes winch drop the cached credentials, so the next
+request fetches new ones.
 
 Names no route maps are refused (`unmapped: refuse`), or, with `unmapped: direct`, sent
 straight to the name with no credentials at all (kedge.dialer never attaches a credential
@@ -14,10 +15,9 @@ to a name it did not map: hardening X5).
 
 from __future__ import annotations
 
-import logging
-
 from kedge.core.errors import CredentialUnavailable
 from kedge.core.http.exchange import Exchange
+from kedge.core.http.messages import Headers, ResponseHead, header_value
 from kedge.core.net.h2_forward import exchange_h2
 from kedge.dialer.auth_sources import AuthSources
 from kedge.dialer.config import MapRoute
@@ -27,8 +27,6 @@ from winch.edges import EdgeConnections
 from winch.request_fields import Injected, edge_request_fields
 
 __all__ = ["EdgeForwarder"]
-
-log = logging.getLogger("winch")
 
 
 class EdgeForwarder:
@@ -73,11 +71,18 @@ class EdgeForwarder:
         fields = edge_request_fields(
             ex.head, grpc=ex.grpc, request_id=ex.request_id, injected=injected
         )
-        await exchange_h2(ex, pool, fields, self._timeout, 0)
-        if ex.status in (401, 407):
+        head, trailers = await exchange_h2(ex, pool, fields, self._timeout, 0)
+        if ex.status in (401, 407) or (ex.grpc and _grpc_unauthenticated(head, trailers)):
             self._refused(route)
 
     def _refused(self, route: MapRoute) -> None:
+        """The edge or the service refused the credentials: fetch new ones next time."""
         for name in (route.proxy_auth, route.backend_auth):
             if name is not None:
                 self._sources.get(name).invalidate()
+
+
+def _grpc_unauthenticated(head: ResponseHead, trailers: Headers | None) -> bool:
+    """gRPC status 16 in the trailers, or in a trailers-only response's head."""
+    fields = trailers if trailers is not None else head.headers
+    return header_value(fields, b"grpc-status") == b"16"

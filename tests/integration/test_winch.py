@@ -17,11 +17,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+import grpc.aio
 import pytest
 import pytest_asyncio
 import trustme
 
 from kedge.core.errors import ConfigError
+from kedge.dialer.sources.static import StaticTokenSource
 from proto.e2e import hello_pb2, hello_pb2_grpc
 from tests.support.backend import RecordingBackend, recording_backend
 from tests.support.edge import RunningEdge, running_edge
@@ -475,3 +478,24 @@ async def test_connect_refused_by_the_edge_is_logged_with_its_reason(
     assert proc.returncode != 0 and b"tls-service" not in out
     reasons = [r.getMessage() for r in caplog.records if r.name == "winch"]
     assert any("refused CONNECT" in m for m in reasons), reasons
+
+
+async def test_grpc_unauthenticated_makes_winch_drop_cached_credentials(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dropped: list[str] = []
+
+    def recording(self: StaticTokenSource) -> None:
+        dropped.append(self.name)
+
+    monkeypatch.setattr(StaticTokenSource, "invalidate", recording)
+    yaml = world.winch_yaml().replace("    proxy_auth: ci\n", "")
+    async with running_winch(yaml) as w:
+        channel = grpc_channel(f"127.0.0.1:{w.port}", authority="greeter.cluster-a.internal:443")
+        async with channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await hello_pb2_grpc.GreeterStub(channel).SayHello(
+                    hello_pb2.HelloRequest(name="x"), timeout=10
+                )
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert dropped == ["svc"]  # the route's backend_auth source

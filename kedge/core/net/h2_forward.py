@@ -30,9 +30,12 @@ async def exchange_h2(
     fields: Headers,
     response_header_timeout: float,
     body_limit: int,
-) -> None:
+) -> tuple[ResponseHead, Headers | None]:
     """Send `fields` (and the exchange's body) as one stream on a pooled connection and
-    stream the answer back to the exchange; `response_header_timeout` 0 means none."""
+    stream the answer back to the exchange; `response_header_timeout` 0 means none.
+
+    Returns the upstream's response head and trailers (None if there were none, or the
+    response was cut short), for callers that look at the outcome (gRPC's status)."""
     conn = await pool.acquire()
     body = ex.body
     stream = conn.open_stream(fields, end_stream=body is None)
@@ -85,9 +88,10 @@ async def exchange_h2(
             if has_body:
                 await _stream_response(ex, rbody)
                 if ex.finished:
-                    return
+                    return head, None  # truncated (aborted): the stream is cancelled below
             ex.end(rbody.trailers)
         done = True
+        return head, rbody.trailers
     finally:
         if pump is not None and not pump.done():
             pump.cancel()
