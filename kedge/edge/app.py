@@ -128,6 +128,7 @@ class EdgeApp:
         self._reloads: set[asyncio.Task[bool]] = set()
         self._reload_lock = asyncio.Lock()
         self._resolver_progress = asyncio.Event()  # set whenever a resolver publishes
+        self._watch_interval = watch_interval
         self._watcher = (
             ConfigFileWatcher(config_path, watch_interval, lambda: self.reload("file changed"))
             if config_path is not None
@@ -280,6 +281,12 @@ class EdgeApp:
         self._tasks.append(loop.create_task(self._flush_access_log(), name="kedge-access-log"))
         if self._watcher is not None and self._watcher.interval > 0:
             self._tasks.append(loop.create_task(self._watcher.run(), name="kedge-config-watch"))
+        if self._watch_interval > 0 and self.listeners.tls:
+            self._tasks.append(
+                loop.create_task(
+                    self._watch_tls_files(self._watch_interval), name="kedge-tls-watch"
+                )
+            )
         _freeze_long_lived()
         self.access_log.log_event(
             "info",
@@ -426,11 +433,36 @@ class EdgeApp:
 
     def _apply_listener_changes(self, old: EdgeConfig, new: EdgeConfig) -> None:
         self.listeners.apply_config(new)
+        tls_changed = [o.tls for o in old.listeners] != [n.tls for n in new.listeners]
+        self._tls_rebuilt(self.listeners.refresh_tls(new if tls_changed else None), "reload")
         if old.listeners != new.listeners or old.admin != new.admin:
             self.access_log.log_event(
                 "warning",
                 "listener or admin address changes take effect after a restart",
             )
+
+    def _tls_rebuilt(self, results: list[tuple[str, str | None]], why: str) -> None:
+        for listener, error in results:
+            self.metrics.tls_reloads.labels(listener, "failure" if error else "success").inc()
+            if error is None:
+                self.access_log.log_event(
+                    "info", "listener TLS reloaded for new connections", listener=listener,
+                    reason=why,
+                )  # fmt: skip
+            else:
+                self.access_log.log_event(
+                    "error", "listener TLS reload failed; keeping the old certificate",
+                    listener=listener, reason=why, error=error,
+                )  # fmt: skip
+        if results:
+            self.access_log.flush()
+
+    async def _watch_tls_files(self, interval: float) -> None:
+        """cert-manager renews certificates and CRLs are republished without any config
+        change: poll the listeners' TLS files as the config file is polled."""
+        while True:
+            await asyncio.sleep(interval)
+            self._tls_rebuilt(self.listeners.refresh_tls(), "files changed")
 
     # -- shutdown -------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:

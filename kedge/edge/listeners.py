@@ -18,11 +18,12 @@ from kedge.core.codec.server_h2 import H2ServerConnection, H2ServerSettings
 from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import KedgeError
 from kedge.core.http.headers import RequestIdGenerator
+from kedge.core.net.tls_reload import ReloadableServerContext
 from kedge.edge.config import EdgeConfig, ListenerConfig
 from kedge.edge.layers import Handler
 from kedge.edge.observability.access_log import AccessLog
 from kedge.edge.observability.edge_metrics import EdgeMetrics
-from kedge.edge.tls_contexts import listener_context
+from kedge.edge.tls_contexts import listener_context, tls_files
 
 __all__ = ["ClientListeners", "h1_settings_for"]
 
@@ -97,6 +98,8 @@ class ClientListeners:
         self._servers: dict[str, asyncio.Server] = {}
         self.ports: dict[str, int] = {}
         self.draining = False
+        # Per TLS listener: its reloadable context and the ALPN it offers.
+        self.tls: dict[str, tuple[ReloadableServerContext, tuple[str, ...]]] = {}
         self._no_connections = asyncio.Event()
         self._no_connections.set()
 
@@ -111,7 +114,11 @@ class ClientListeners:
         ctx: ssl.SSLContext | None = None
         if listener.tls is not None:
             alpn = ("h2", "http/1.1") if http2 else ("http/1.1",)
-            ctx = listener_context(listener.tls, alpn)
+            tls = ReloadableServerContext(
+                partial(listener_context, listener.tls, alpn), tls_files(listener.tls)
+            )
+            self.tls[listener.name] = (tls, alpn)
+            ctx = tls.listening
         name = listener.name
         m = self._metrics
         accepted = m.connections_accepted.labels(name)
@@ -181,6 +188,29 @@ class ClientListeners:
         )
         self._servers[name] = server
         self.ports[name] = int(server.sockets[0].getsockname()[1])
+
+    def refresh_tls(self, config: EdgeConfig | None = None) -> list[tuple[str, str | None]]:
+        """Rebuild listeners' TLS contexts for new handshakes: every TLS listener with a new
+        `config` (a reload), else those whose files changed. Returns (listener, error or
+        None) for each rebuild tried; a failed one keeps serving its current context."""
+        tried: list[tuple[str, str | None]] = []
+        tls_of = {lst.name: lst.tls for lst in config.listeners} if config is not None else {}
+        for name, (tls, alpn) in self.tls.items():
+            new = tls_of.get(name)
+            if config is not None and new is None:
+                continue  # the listener lost its TLS block: an address change, needs a restart
+            if config is None and not tls.files.changed():
+                continue
+            try:
+                if new is not None:
+                    tls.rebuild(partial(listener_context, new, alpn), tls_files(new))
+                else:
+                    tls.rebuild()
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                tried.append((name, str(exc)))
+                continue
+            tried.append((name, None))
+        return tried
 
     def _on_connection_error(self, error: KedgeError, conn: Connection, rid: bytes) -> None:
         """A request refused while parsing (it never became an exchange): log and count it."""

@@ -7,7 +7,7 @@ import ssl
 from kedge.core.net.tls import server_context
 from kedge.edge.config import ListenerTls
 
-__all__ = ["listener_context"]
+__all__ = ["listener_context", "tls_files"]
 
 
 def listener_context(tls: ListenerTls, alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLContext:
@@ -20,3 +20,9 @@ def listener_context(tls: ListenerTls, alpn: tuple[str, ...] = ("http/1.1",)) ->
         client_ca_files=certs.ca_files,
         crl_files=certs.crl_files,
     )
+
+
+def tls_files(tls: ListenerTls) -> tuple[str, ...]:
+    """Every file the listener's context is built from, watched for changes."""
+    certs = tls.client_certs
+    return (tls.cert_file, tls.key_file, *certs.ca_files, *certs.crl_files)

@@ -352,6 +352,7 @@ def test_edge_metrics_names_types_and_labels() -> None:
         "kedge_backend_healthy_endpoints": "gauge",
         "kedge_health_checks_total": "counter",
         "kedge_config_reloads_total": "counter",
+        "kedge_tls_reloads_total": "counter",
         "kedge_config_generation": "gauge",
         "kedge_draining": "gauge",
         "kedge_request_bytes_total": "counter",

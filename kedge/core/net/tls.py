@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["TlsPeer", "client_context", "server_context", "tls_peer"]
+__all__ = ["TlsPeer", "client_context", "remember_sni", "server_context", "tls_peer"]
 
 ClientCertMode = Literal["off", "optional", "required"]
 
@@ -31,7 +31,8 @@ _SNI_ATTRIBUTE = "kedge_sni"
 _VERIFY_MODES = {"optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 
 
-def _remember_sni(ssl_object: object, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+def remember_sni(ssl_object: object, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+    """The SNI callback's first job: keep the name the client asked for on the connection."""
     setattr(ssl_object, _SNI_ATTRIBUTE, server_name.lower() if server_name else None)
 
 
@@ -49,7 +50,7 @@ def server_context(
     ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
     ctx.load_cert_chain(cert_file, key_file)
     ctx.set_alpn_protocols(list(alpn))
-    ctx.sni_callback = _remember_sni
+    ctx.sni_callback = remember_sni
     if client_cert_mode != "off":
         for ca in client_ca_files:
             ctx.load_verify_locations(cafile=ca)

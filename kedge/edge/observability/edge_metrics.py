@@ -48,6 +48,9 @@ class EdgeMetrics:
         ended, result "success" or "failure" (a timeout is a failure).
       config_reloads: kedge_config_reloads_total{result}: reload attempts, result
         "success" or "failure" (both start at 0).
+      tls_reloads: kedge_tls_reloads_total{listener,result}: a TLS listener's certificate,
+        key, client CAs or CRLs rebuilt for new handshakes (files changed, or a reload),
+        result "success" or "failure" (the old material keeps serving).
       config_generation: kedge_config_generation: generation number of the config in
         use; increases by one with every successful reload.
       auth_decisions: kedge_auth_decisions_total{route,verdict}: one per request that met
@@ -160,6 +163,11 @@ class EdgeMetrics:
         )
         self.config_reloads = r.counter(
             "kedge_config_reloads_total", "Config reload attempts, by result.", ("result",)
+        )
+        self.tls_reloads = r.counter(
+            "kedge_tls_reloads_total",
+            "Listener TLS material rebuilt for new handshakes, by listener and result.",
+            ("listener", "result"),
         )
         self.config_reloads.labels("success")
         self.config_reloads.labels("failure")
