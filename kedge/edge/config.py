@@ -249,9 +249,13 @@ class PrincipalPattern:
     kind: PrincipalKind
     value: str  # exact; a trailing "*" makes it a prefix
     prefix: bool = False
+    # `sub@corp:alice`: the token must come from the issuer named `corp` (token kinds only).
+    # Without it a `sub`/`group` pattern matches a token of any configured issuer.
+    issuer: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.kind.value}:{self.value}{'*' if self.prefix else ''}"
+        scope = f"@{self.issuer}" if self.issuer is not None else ""
+        return f"{self.kind.value}{scope}:{self.value}{'*' if self.prefix else ''}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,8 @@ _ISSUER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 _CLAIM_PATH = re.compile(r"[A-Za-z0-9_:/-]+(\.[A-Za-z0-9_:/-]+)*")
 _PATTERN_FIX = (
     "write `kind:value` with kind one of uri, dns, cn, subject (client certificate), "
-    "sub, group (token); a trailing * matches a prefix"
+    "sub, group (token; `sub@<issuer>:value` accepts only that issuer's tokens); a trailing "
+    "* matches a prefix"
 )
 
 
@@ -193,6 +194,12 @@ def check_auth_consistency(config: EdgeConfig, root: Node) -> None:
                     f"{pattern} names a token claim, but no issuer is configured",
                     "add an OpenID provider under `auth.issuers`",
                 )
+            names = [i.name for i in auth.issuers]
+            if pattern.issuer is not None and pattern.issuer not in names:
+                raise where.child("principals").error(
+                    f"{pattern} names the issuer {pattern.issuer!r}, which is not configured",
+                    f"use one of the names under `auth.issuers`: {', '.join(names)}",
+                )
 
 
 _CERT_KINDS = frozenset(
@@ -324,14 +331,21 @@ def _principal(node: Node) -> PrincipalPattern:
     kind_text, sep, value = text.partition(":")
     if not sep or not value:
         raise node.error(f"{text!r} is not a principal pattern", _PATTERN_FIX)
+    kind_text, at, issuer = kind_text.partition("@")
     try:
         kind = PrincipalKind(kind_text)
     except ValueError:
         raise node.error(f"unknown principal kind {kind_text!r}", _PATTERN_FIX) from None
+    if at and (kind in _CERT_KINDS or not issuer):
+        raise node.error(
+            f"{text!r}: only token patterns take an issuer, as sub@<issuer>:... or "
+            "group@<issuer>:...",
+            _PATTERN_FIX,
+        )
     prefix = value.endswith("*")
     value = value[:-1] if prefix else value
     if "*" in value:
         raise node.error(f"{text!r} has a * that is not at the end", _PATTERN_FIX)
     if kind is PrincipalKind.DNS:
         value = value.lower()
-    return PrincipalPattern(kind, value, prefix)
+    return PrincipalPattern(kind, value, prefix, issuer if at else None)

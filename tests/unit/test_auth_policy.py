@@ -43,10 +43,13 @@ BY_BOTH = Principal(cert=CERT, token=TOKEN)
 
 
 def _p(text: str) -> PrincipalPattern:
-    """A pattern as the config parser makes it: `kind:value`, trailing * = prefix."""
+    """A pattern as the config parser makes it: `kind[@issuer]:value`, trailing * = prefix."""
     kind, _, value = text.partition(":")
+    kind, at, issuer = kind.partition("@")
     prefix = value.endswith("*")
-    return PrincipalPattern(PrincipalKind(kind), value[:-1] if prefix else value, prefix)
+    return PrincipalPattern(
+        PrincipalKind(kind), value[:-1] if prefix else value, prefix, issuer if at else None
+    )
 
 
 def _auth(*principals: str, perms: tuple[str, ...] = (), mode: PermissionMode = ANY) -> RouteAuth:
@@ -226,6 +229,13 @@ PATTERNS: list[tuple[str, str, Principal, bool]] = [
     ("prefix equal to the whole value", "sub:svc-a*", BY_TOKEN, True),
     ("longer than the value", "sub:svc-a-b*", BY_TOKEN, False),
     ("nobody", "sub:*", NOBODY, False),
+    ("sub scoped to the token's issuer", "sub@corp:svc-a", BY_TOKEN, True),
+    ("sub scoped to another issuer", "sub@other:svc-a", BY_TOKEN, False),
+    ("group scoped to the token's issuer", "group@corp:ops", BY_TOKEN, True),
+    ("group scoped to another issuer", "group@other:ops", BY_TOKEN, False),
+    ("scoped prefix", "sub@corp:svc*", BY_TOKEN, True),
+    ("scoped pattern, certificate only", "sub@corp:*", BY_CERT, False),
+    ("unscoped sub matches any issuer", "sub:svc-a", BY_TOKEN, True),
 ]
 
 

@@ -247,6 +247,16 @@ GOOD: list[tuple[str, dict[str, Any], Any, Any]] = [
         ),
     ),
     (
+        "route: token principals scoped to an issuer",
+        _route_auth({"principals": ["sub@corp:alice", "group@corp:ops*", "sub@corp:a@b"]}),
+        lambda c: c.routes[0].auth.principals,
+        (
+            PrincipalPattern(PrincipalKind.SUB, "alice", issuer="corp"),
+            PrincipalPattern(PrincipalKind.GROUP, "ops", prefix=True, issuer="corp"),
+            PrincipalPattern(PrincipalKind.SUB, "a@b", issuer="corp"),
+        ),
+    ),
+    (
         "route: permissions and principals",
         _route_auth({"permissions": ["p"], "principals": ["sub:x"]}),
         lambda c: c.routes[0].auth,
@@ -846,6 +856,27 @@ BAD: list[tuple[str, object, str, str, str]] = [
         _route_auth({"principals": ["spiffe://cluster.test/a"]}),
         "routes[0].auth.principals[0]",
         "unknown principal kind 'spiffe'",
+        "kind:value",
+    ),
+    (
+        "principal scoped to an unknown issuer",
+        _route_auth({"principals": ["sub@other:alice"]}),
+        "routes[0].auth.principals",
+        "names the issuer 'other', which is not configured",
+        "auth.issuers`: corp",
+    ),
+    (
+        "certificate principal with an issuer",
+        _route_auth({"principals": ["uri@corp:spiffe://x.test/a"]}),
+        "routes[0].auth.principals[0]",
+        "only token patterns take an issuer",
+        "sub@<issuer>:value",
+    ),
+    (
+        "principal with an empty issuer",
+        _route_auth({"principals": ["sub@:alice"]}),
+        "routes[0].auth.principals[0]",
+        "only token patterns take an issuer",
         "kind:value",
     ),
     (

@@ -85,8 +85,12 @@ def pattern_matches(pattern: PrincipalPattern, principal: Principal) -> bool:
         values = (cert.common_name,) if cert and cert.common_name is not None else ()
     elif kind is PrincipalKind.SUBJECT:
         values = (cert.subject,) if cert else ()
+    elif token is None or (pattern.issuer is not None and token.issuer_name != pattern.issuer):
+        # A token pattern scoped to an issuer (`sub@corp:alice`) ignores other issuers'
+        # tokens: two providers may each have an `alice`.
+        values = ()
     elif kind is PrincipalKind.SUB:
-        values = (token.subject,) if token else ()
+        values = (token.subject,)
     else:
-        values = token.groups if token else frozenset()
+        values = token.groups
     return any(_value_matches(pattern, v) for v in values)
