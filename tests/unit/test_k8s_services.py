@@ -10,6 +10,7 @@ from kedge.edge.config import (
     BackendTlsConfig,
     DiscoveryConfig,
     K8sResolverConfig,
+    ProxyMode,
     RouteAuth,
     RouteConfig,
     RouteMatch,
@@ -144,6 +145,61 @@ def test_conflicts_with_hand_written_routes_and_between_services() -> None:
         ("apps/web", "conflict"),
     ]
     assert "route 'api'" in g.problems[0].message
+
+
+GRPC_PORT = [{"name": "grpc", "port": 9090}]
+SHADOWING: list[tuple[str, RouteMatch, list[dict[str, Any]] | None, bool]] = [
+    # (id, the hand-written route's match, the Service's ports, reported as shadowed)
+    ("a wildcard over the domain", RouteMatch(host="*.cluster-a.internal"), None, True),
+    ("a wildcard over the namespace", RouteMatch(host="*.apps.cluster-a.internal"), None, True),
+    ("a wildcard on that port", RouteMatch(host="*.cluster-a.internal", port=80), None, True),
+    ("a wildcard on another port", RouteMatch(host="*.cluster-a.internal", port=81), None, False),
+    ("a wildcard over another domain", RouteMatch(host="*.cluster-b.internal"), None, False),
+    ("a catch-all route", RouteMatch(), None, True),
+    ("a catch-all on another port", RouteMatch(port=8080), None, False),
+    ("a catch-all with a path", RouteMatch(paths=("/admin/*",)), None, False),
+    (
+        "a forward-proxy-only wildcard",
+        RouteMatch(host="*.cluster-a.internal", proxy_mode=ProxyMode.FORWARD),
+        None,
+        False,
+    ),
+    (
+        "a CONNECT route on the same host",
+        RouteMatch(host="api.apps.cluster-a.internal", proxy_mode=ProxyMode.CONNECT),
+        None,
+        False,
+    ),
+    (
+        "a gRPC-only wildcard over a plain port",
+        RouteMatch(host="*.cluster-a.internal", grpc_methods=("*",)),
+        None,
+        False,
+    ),
+    (
+        "a gRPC-only wildcard over a gRPC port",
+        RouteMatch(host="*.cluster-a.internal", grpc_methods=("*",)),
+        GRPC_PORT,
+        True,
+    ),
+    ("a plain wildcard over a gRPC port", RouteMatch(host="*.cluster-a.internal"), GRPC_PORT, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("match", "ports", "shadowed"), [c[1:] for c in SHADOWING], ids=[c[0] for c in SHADOWING]
+)
+def test_wildcard_and_catch_all_routes_shadow_generated_ones(
+    match: RouteMatch, ports: list[dict[str, Any]] | None, shadowed: bool
+) -> None:
+    hand = RouteConfig("hand", "b", match)
+    g = generate([svc("api", ports=ports)], CFG, (hand,), has_auth=False)
+    if shadowed:
+        assert g.routes == ()
+        (p,) = g.problems
+        assert p.kind == "conflict" and "route 'hand'" in p.message
+    else:
+        assert len(g.routes) == 1 and g.problems == ()
 
 
 def test_label_prefix_applies_to_annotations() -> None:

@@ -15,7 +15,11 @@ the same input always gives the same table (kEdge re-sorted everything, unstably
 Service is reported and skipped; it never holds up the others. A generated route whose
 host and port a hand-written route (or an earlier generated one) already serves is
 reported as a conflict and left out: the hand-written route wins. A route without `port`
-serves every port of its host, and one without gRPC methods serves gRPC calls too.
+serves every port of its host, one without gRPC methods serves gRPC calls too, and a
+hand-written `*.suffix` or host-less route serves every name it matches, so a generated
+route it would shadow (first match wins) is reported too. Routes with paths or headers
+take only part of a host's requests, and `forward`/`connect` routes take no reverse-proxy
+requests: they shadow nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from kedge.edge.config import (
     DiscoveryConfig,
     K8sResolverConfig,
     PermissionMode,
+    ProxyMode,
     RouteAuth,
     RouteConfig,
     RouteMatch,
@@ -187,6 +192,23 @@ def _served_by(route: RouteConfig) -> list[tuple[str | None, int | None, bool]]:
     return [(host, p, g) for g in ((True, False) if grpc else (False,)) for p in (port, None)]
 
 
+def _shadows(route: RouteConfig) -> bool:
+    """A hand-written route that takes every reverse-proxy request for its host and port."""
+    m = route.match
+    return not m.paths and not m.headers and m.proxy_mode in (ProxyMode.ANY, ProxyMode.REVERSE)
+
+
+def _wildcard_serves(wild: RouteConfig, route: RouteConfig) -> bool:
+    """`wild` (host `*.suffix`, or none: any host) comes first and takes `route`'s requests."""
+    host, port, grpc = _key(route)
+    w = wild.match
+    if w.host is not None and (host is None or not host.endswith(w.host[1:])):
+        return False
+    if w.port is not None and w.port != port:
+        return False
+    return grpc or not w.grpc_methods  # a gRPC-only route takes no plain requests
+
+
 def generate(
     services: Iterable[Mapping[str, Any]],
     cfg: DiscoveryConfig,
@@ -195,8 +217,13 @@ def generate(
     has_auth: bool,
 ) -> Generated:
     taken: dict[tuple[str | None, int | None, bool], str] = {}
+    wild: list[RouteConfig] = []  # hand-written `*.suffix` and host-less routes, in order
     for r in hand_written:
-        if r.match.host is not None and not r.match.paths and not r.match.headers:
+        if not _shadows(r):
+            continue
+        if r.match.host is None or r.match.host.startswith("*."):
+            wild.append(r)
+        else:
             taken.setdefault(_key(r), r.name)
 
     def order(s: Mapping[str, Any]) -> tuple[str, str]:
@@ -217,6 +244,8 @@ def generate(
         kept = 0
         for route, backend in pairs:
             owner = next((taken[k] for k in _served_by(route) if k in taken), None)
+            if owner is None:
+                owner = next((w.name for w in wild if _wildcard_serves(w, route)), None)
             if owner is not None:
                 problems.append(
                     Problem(
