@@ -499,3 +499,21 @@ async def test_grpc_unauthenticated_makes_winch_drop_cached_credentials(
                 )
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert dropped == ["svc"]  # the route's backend_auth source
+
+
+async def test_connection_cap_closes_the_excess_and_keeps_serving(world: World) -> None:
+    """Hardening X10: a page (or a process) opening connections in a loop gets the excess
+    closed at once; the connections within the cap keep working."""
+    async with running_winch(world.winch_yaml("winch: {max_connections: 2}")) as w:
+        held = [await asyncio.open_connection("127.0.0.1", w.port) for _ in range(2)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", w.port)
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # closed without an answer
+        writer.close()
+        r, wr = held[0]
+        wr.write(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{w.port}\r\n\r\n".encode())
+        async with asyncio.timeout(5):
+            head = await r.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        for _, wr in held:
+            wr.close()
