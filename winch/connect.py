@@ -11,17 +11,19 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from kedge.core.codec.client_h2 import UpstreamStream
 from kedge.core.deadlines import DeadlineSweeper
-from kedge.core.errors import KedgeError
+from kedge.core.errors import KedgeError, UpstreamConnectError, UpstreamTimeout
 from kedge.core.http.exchange import Exchange
-from kedge.core.http.messages import ResponseHead
+from kedge.core.http.messages import Headers, ResponseHead, header_value
 from kedge.core.net.dial import EndpointDialer
 from kedge.core.net.raw_tunnel import RawTunnel
+from kedge.core.net.stream_splice import StreamSplice
 from kedge.dialer.credentials import BearerToken, ClientCertificate
 from kedge.dialer.mapping import Mapped
 from winch.edges import EdgeConnections
 from winch.forward import EdgeForwarder
-from winch.tunnel import ServedTunnel, TunnelSniffer, VirtualTransport, open_edge_tunnel
+from winch.tunnel import ServedTunnel, TunnelSniffer, VirtualTransport
 
 __all__ = ["ConnectTunnels"]
 
@@ -80,31 +82,49 @@ class ConnectTunnels:
         ex.finished = True
 
     async def _through_edge(self, sniffer: TunnelSniffer, mapped: Mapped, rid: bytes) -> None:
+        """A CONNECT stream (RFC 9113 §8.5) on the pooled HTTP/2 connection to the edge,
+        spliced with the client: no new TLS connection per tunnel."""
         client = sniffer.client
         assert client is not None
-        route = mapped.route
         try:
-            proxy = await self._forwarder.credential(route.proxy_auth)
-            dialer = self._edges.dialer(
-                mapped.edge,
-                proxy if isinstance(proxy, ClientCertificate) else None,
-                alpn=("http/1.1",),
-            )
-            raw, early = await open_edge_tunnel(
-                dialer,
-                mapped.authority,
-                proxy.header_value() if isinstance(proxy, BearerToken) else None,
-                request_id=rid,
-                sweeper=self._sweeper,
-            )
+            stream = await self._open_stream(mapped, rid)
         except KedgeError as exc:
             log.warning("%s CONNECT %s: %s", rid.decode("latin-1"), mapped.authority, exc.reason)
             client.tunnel_close()
             return
-        raw.attach(client)
-        if early:
-            client.tunnel_write(early)
-        sniffer.connect(raw)
+        splice = StreamSplice(stream.body.read, stream.send_data, stream.end, stream.cancel)
+        splice.attach(client)
+        sniffer.connect(splice)
+        await splice.run()
+
+    async def _open_stream(self, mapped: Mapped, rid: bytes) -> UpstreamStream:
+        proxy = await self._forwarder.credential(mapped.route.proxy_auth)
+        pool = self._edges.pool(
+            mapped.edge, proxy if isinstance(proxy, ClientCertificate) else None
+        )
+        conn = await pool.acquire()
+        fields: Headers = [
+            (b":method", b"CONNECT"),
+            (b":authority", mapped.authority.encode("ascii")),
+            (b"x-request-id", rid),
+        ]
+        if isinstance(proxy, BearerToken):
+            fields.append((b"proxy-authorization", proxy.header_value().encode("latin-1")))
+        stream = conn.open_stream(fields, end_stream=False)
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                head = await stream.head
+        except TimeoutError:
+            stream.cancel()
+            raise UpstreamTimeout(f"the edge {pool.key} did not answer CONNECT") from None
+        if head.status != 200:
+            stream.cancel()
+            reason = header_value(head.headers, b"x-kedge-error") or b""
+            raise UpstreamConnectError(
+                f"the edge {pool.key} refused CONNECT {mapped.authority}: "
+                f"{head.status} {reason.decode('latin-1')}"
+            )
+        return stream
 
     async def direct(self, ex: Exchange) -> None:
         """`unmapped: direct`: a plain TCP tunnel to the name, no credentials anywhere."""

@@ -6,9 +6,11 @@ byte the client sends into the tunnel:
 - **TLS** (a ClientHello starts with 0x16, RFC 8446 §5.1): `curl https://...` with
   `https_proxy`, a browser, kubectl to an `https://` server. The TLS session is the
   client's own, with the service, end to end: winch cannot and does not look inside.
-  Winch opens a CONNECT to the mapped edge (TLS to the edge, the route's proxy credential
-  in `Proxy-Authorization`, or its client certificate) and splices the bytes; the edge
-  checks its route, auth and adhoc rules and opens a raw TCP tunnel to the service. The
+  Winch opens a CONNECT stream (RFC 9113 §8.5) on its pooled HTTP/2 connection to the
+  mapped edge (the route's proxy credential in `proxy-authorization`, or its client
+  certificate on that connection) and splices the bytes; the edge checks its route, auth
+  and adhoc rules and opens a raw TCP tunnel to the service. Tunnels share connections
+  like requests do: no TLS handshake with the edge per tunnel. The
   route's `backend_auth` cannot be injected here (the request is encrypted for the
   service); it applies to plain HTTP and gRPC only.
 - **Plain HTTP/1.1 or HTTP/2 (h2c)**: grpcio's `grpc.http_proxy`, or an HTTP client that
@@ -28,120 +30,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from kedge.core.deadlines import DeadlineSweeper
-from kedge.core.errors import UpstreamConnectError
 from kedge.core.http.exchange import TunnelEnd
-from kedge.core.net.dial import EndpointDialer
-from kedge.core.net.raw_tunnel import HalfClosable, RawTunnel
+from kedge.core.net.raw_tunnel import HalfClosable
 
-__all__ = [
-    "ConnectHandshake",
-    "ServedTunnel",
-    "TunnelSniffer",
-    "VirtualTransport",
-    "open_edge_tunnel",
-]
+__all__ = ["ServedTunnel", "TunnelSniffer", "VirtualTransport"]
 
 log = logging.getLogger("winch")
 
 _TLS_HANDSHAKE = 0x16
 _MAX_RESPONSE_HEAD = 16384
-
-
-class ConnectHandshake(asyncio.Protocol):
-    """The HTTP/1.1 CONNECT exchange with an edge, before the bytes become a tunnel."""
-
-    def __init__(self, request: bytes) -> None:
-        self._request = request
-        self._buffer = b""
-        self.transport: asyncio.Transport | None = None
-        self.done: asyncio.Future[tuple[int, bytes, bytes]] = (
-            asyncio.get_running_loop().create_future()
-        )
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        assert self.transport is not None
-        self.transport.write(self._request)
-
-    def data_received(self, data: bytes) -> None:
-        if self.done.done():
-            self._buffer += data  # the edge spoke first after its 200: keep it for the client
-            return
-        self._buffer += data
-        end = self._buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._buffer) > _MAX_RESPONSE_HEAD:
-                self.done.set_exception(
-                    UpstreamConnectError("the edge's CONNECT answer is too big")
-                )
-            return
-        head, rest = self._buffer[:end], self._buffer[end + 4 :]
-        self._buffer = rest
-        status_line = head.split(b"\r\n", 1)[0].split(b" ", 2)
-        try:
-            status = int(status_line[1])
-        except (IndexError, ValueError):
-            self.done.set_exception(UpstreamConnectError("the edge answered CONNECT with garbage"))
-            return
-        if 200 <= status < 300 and self.transport is not None:
-            self.transport.pause_reading()  # the tunnel starts reading once it is spliced
-        self.done.set_result((status, head, rest))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_exception(UpstreamConnectError("the edge closed the CONNECT"))
-
-    def leftover(self) -> bytes:
-        data, self._buffer = self._buffer, b""
-        return data
-
-
-def _edge_reason(head: bytes) -> str:
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"x-kedge-error":
-            return value.strip().decode("latin-1")
-    return head.split(b"\r\n", 1)[0].decode("latin-1")
-
-
-async def open_edge_tunnel(
-    dialer: EndpointDialer,
-    authority: str,
-    proxy_authorization: str | None,
-    *,
-    request_id: bytes,
-    sweeper: DeadlineSweeper | None = None,
-) -> tuple[RawTunnel, bytes]:
-    """CONNECT `authority` through the edge; a spliceable tunnel end and any bytes the
-    service already sent. Raises UpstreamConnectError with the edge's reason on refusal."""
-    lines = [
-        f"CONNECT {authority} HTTP/1.1",
-        f"Host: {authority}",
-        f"X-Request-Id: {request_id.decode('latin-1')}",
-    ]
-    if proxy_authorization is not None:
-        lines.append(f"Proxy-Authorization: {proxy_authorization}")
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    transport, handshake = await dialer.open(lambda: ConnectHandshake(request))
-    try:
-        async with asyncio.timeout(dialer.connect_timeout):
-            status, head, _ = await handshake.done
-    except TimeoutError:
-        transport.close()
-        raise UpstreamConnectError(f"the edge {dialer.key} did not answer CONNECT") from None
-    except BaseException:
-        transport.close()
-        raise
-    if not 200 <= status < 300:
-        transport.close()
-        raise UpstreamConnectError(
-            f"the edge {dialer.key} refused CONNECT {authority}: {_edge_reason(head)}"
-        )
-    tunnel = RawTunnel(sweeper=sweeper)
-    transport.set_protocol(tunnel)
-    tunnel.connection_made(transport)
-    return tunnel, handshake.leftover()
 
 
 class VirtualTransport:

@@ -24,6 +24,7 @@ import trustme
 from aiohttp import web
 
 from tests.support.edge import RunningEdge, running_edge
+from tests.support.h2_client import H2TestClient
 from tests.support.oidc_provider import SigningKey, rsa_key
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(20)]
@@ -560,3 +561,131 @@ routes: [{{name: raw, backend: raw, match: {{host: raw.test, proxy_mode: connect
             await asyncio.wait_for(echo.closed.wait(), 5)
             await eventually(lambda: access_line(edge, "raw")["status"] == 200)
             writer.close()
+
+
+# --- CONNECT over HTTP/2 (RFC 9113 §8.5) -------------------------------------------------------
+
+
+def h2_connect(authority: str, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    return [(b":method", b"CONNECT"), (b":authority", authority.encode()), *extra]
+
+
+async def test_h2_connect_carries_bytes_both_ways_and_half_closes(world: World) -> None:
+    """DATA frames are the tunnel; the client's END_STREAM half-closes towards the endpoint,
+    whose answer to the EOF (`bye`) still arrives before the stream ends."""
+    client = await H2TestClient.connect(world.edge.port())
+    try:
+        sid = client.request(h2_connect("raw.test:443"), b"ping", end=True)
+        result = await client.wait(sid)
+    finally:
+        await client.aclose()
+    assert result.status == 200 and result.reset_code is None
+    assert result.body == b"pingbye"
+    assert result.header(b"content-length") is None
+
+
+async def test_h2_connect_to_a_tls_service_end_to_end(world: World) -> None:
+    """The client's own TLS runs inside the stream: the edge only moves bytes."""
+    client = await H2TestClient.connect(world.edge.port())
+    ctx = ssl.create_default_context(cafile=world.ca_file)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=SVC)
+    sid = client.request(h2_connect(f"{SVC}:{world.svc.port}"), end=False)
+    seen = 0
+    answer = b""
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    if tls.version() is None:
+                        tls.do_handshake()
+                    elif not answer:
+                        tls.write(f"GET /h2 HTTP/1.1\r\nHost: {SVC}\r\n\r\n".encode())
+                        answer = b"-"
+                    else:
+                        answer += tls.read(65536)
+                        if b"hello /h2" in answer:
+                            break
+                except ssl.SSLWantReadError:
+                    pass
+                if data := outgoing.read():
+                    client.conn.send_data(sid, data)
+                    client.flush()
+                result = client.streams[sid]
+                if len(result.body) > seen:
+                    incoming.write(result.body[seen:])
+                    seen = len(result.body)
+                    continue
+                assert result.reset_code is None and not result.ended
+                client._changed.clear()
+                await client._changed.wait()
+    finally:
+        await client.aclose()
+    assert client.streams[sid].status == 200
+    assert world.svc.sni[-1] == SVC
+
+
+async def test_h2_connect_needs_the_proxy_credential(world: World) -> None:
+    before = world.svc.accepts
+    client = await H2TestClient.connect(world.auth_edge.port())
+    try:
+        target = f"{SVC}:{world.svc.port}"
+        refused_sid = client.request(h2_connect(target))
+        refused = await client.wait(refused_sid)
+        token = f"Bearer {world.token(['tunnel'])}".encode()
+        ok_sid = client.request(h2_connect(target, (b"proxy-authorization", token)), end=False)
+        async with asyncio.timeout(5):
+            while client.streams[ok_sid].status == 0:
+                client._changed.clear()
+                await client._changed.wait()
+        client.conn.reset_stream(ok_sid)
+        client.flush()
+    finally:
+        await client.aclose()
+    assert refused.status == 407
+    assert refused.header(b"x-kedge-error-type") == b"proxy-auth-required"
+    assert (refused.header(b"proxy-authenticate") or b"").startswith(b"Bearer")
+    assert client.streams[ok_sid].status == 200
+    assert world.svc.accepts == before + 1  # only the admitted tunnel reached the service
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        h2_connect("raw.test:443", (b":scheme", b"https"), (b":path", b"/")),
+        h2_connect("raw.test"),  # no port
+        h2_connect("raw.test:443", (b"content-length", b"4")),
+    ],
+    ids=["scheme and path", "no port", "content-length"],
+)
+async def test_h2_connect_malformed_is_400(world: World, fields: list[tuple[bytes, bytes]]) -> None:
+    before = world.echo.accepts
+    client = await H2TestClient.connect(world.edge.port())
+    try:
+        result = await client.wait(client.request(fields))
+    finally:
+        await client.aclose()
+    # h2 itself refuses `:scheme`/`:path` on a CONNECT as a connection error (GOAWAY
+    # PROTOCOL_ERROR, hardening C6); the edge answers the other malformed ones 400.
+    if client.goaway is not None:
+        assert client.goaway.error_code == 1  # PROTOCOL_ERROR
+    else:
+        assert result.status == 400
+    assert world.echo.accepts == before
+
+
+async def test_h2_connect_reset_by_the_client_closes_the_endpoint(world: World) -> None:
+    world.echo.closed.clear()
+    client = await H2TestClient.connect(world.edge.port())
+    try:
+        sid = client.request(h2_connect("raw.test:443"), b"hold", end=False)
+        async with asyncio.timeout(5):
+            while client.streams[sid].body != b"hold":
+                client._changed.clear()
+                await client._changed.wait()
+        client.conn.reset_stream(sid)
+        client.flush()
+        async with asyncio.timeout(5):
+            await world.echo.closed.wait()
+    finally:
+        await client.aclose()

@@ -517,3 +517,29 @@ async def test_connection_cap_closes_the_excess_and_keeps_serving(world: World) 
         assert head.startswith(b"HTTP/1.1 200")
         for _, wr in held:
             wr.close()
+
+
+async def test_https_tunnels_ride_the_pooled_http2_connection(world: World) -> None:
+    """Each CONNECT is a stream (RFC 9113 §8.5) on winch's one connection to the edge, not a
+    TLS handshake with the edge per tunnel."""
+    accepted = world.edge.app.metrics.connections_accepted.labels("https")
+    async with running_winch(world.winch_yaml()) as w:
+        env = {
+            "http_proxy": f"http://127.0.0.1:{w.port}",
+            "https_proxy": f"http://127.0.0.1:{w.port}",
+        }
+        await curl("-o", "/dev/null", "http://warm.ns.cluster-a.internal/", env=env)
+        before = accepted.value
+        outs = await asyncio.gather(
+            *(
+                curl(
+                    "--cacert",
+                    str(world.dir / "ca.pem"),
+                    f"https://web.cluster-a.internal:{world.tls_port}/t{i}",
+                    env=env,
+                )
+                for i in range(6)
+            )
+        )
+        assert outs == ["tls-service saw authorization: no"] * 6
+        assert accepted.value == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kedge.core.codec.h2_request import validate_h2_request
-from kedge.core.errors import BadRequest, BodyTooLarge, KedgeError, MethodNotAllowed
+from kedge.core.errors import BadRequest, BodyTooLarge, KedgeError
 
 Fields = list[tuple[bytes, bytes]]
 
@@ -46,7 +46,11 @@ BAD: list[tuple[str, Fields, type[KedgeError]]] = [
     ("bad scheme", [(b":method", b"GET"), (b":scheme", b"ftp"), (b":authority", b"a.test"),
                     (b":path", b"/")], BadRequest),
     ("method token", head(method=b"G T"), BadRequest),
-    ("connect", [(b":method", b"CONNECT"), (b":authority", b"a.test:443")], MethodNotAllowed),
+    ("connect without a port", [(b":method", b"CONNECT"), (b":authority", b"a.test")],
+     BadRequest),
+    ("connect without an authority", [(b":method", b"CONNECT")], BadRequest),
+    ("connect with a body length", [(b":method", b"CONNECT"), (b":authority", b"a.test:443"),
+                                    (b"content-length", b"0")], BadRequest),
     ("userinfo", head(authority=b"u@a.test"), BadRequest),
     ("encoded slash", head(b"/a%2fb"), BadRequest),
     ("above root", head(b"/../x"), BadRequest),
@@ -93,3 +97,17 @@ def test_cookies_are_joined_and_request_id_kept() -> None:
     assert (b"cookie", b"a=1; b=2") in valid.head.headers
     assert valid.request_id == b"r-1"
     assert check([*head(), (b"x-request-id", b"bad id!")]).request_id is None
+
+
+def test_connect_names_the_tunnels_far_end() -> None:
+    """RFC 9113 §8.5: :method CONNECT and :authority only; the head carries host and port."""
+    v = validate_h2_request(
+        [(b":method", b"CONNECT"), (b":authority", b"Svc.NS.test:8443"), (b"x-a", b"1")],
+        end_stream=False,
+        scheme="https",
+        max_body=0,
+    )
+    h = v.head
+    assert (h.method, h.host, h.port, h.path) == ("CONNECT", "svc.ns.test", 8443, "")
+    assert h.headers == [(b"x-a", b"1")]
+    assert not v.grpc

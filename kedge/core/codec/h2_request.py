@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from kedge.core.errors import BadRequest, BodyTooLarge, MethodNotAllowed
+from kedge.core.errors import BadRequest, BodyTooLarge
 from kedge.core.http.authority import parse_authority
 from kedge.core.http.grpc_detect import is_grpc_content_type
 from kedge.core.http.headers import is_valid_request_id
@@ -43,6 +43,42 @@ def _authority(value: bytes, default_port: int) -> tuple[str, int, bool]:
     colon = value.rfind(b":")
     explicit = colon > value.rfind(b"]") and colon < len(value) - 1
     return host, port, explicit
+
+
+def _connect(
+    req_scheme: bytes | None,
+    path: bytes | None,
+    authority: bytes | None,
+    content_length: bytes | None,
+    headers: Headers,
+    request_id: bytes | None,
+    scheme: str,
+) -> ValidH2Request:
+    """A CONNECT stream (RFC 9113 §8.5): `:authority` names `host:port`, and there is no
+    `:scheme` or `:path`; the stream's DATA frames are the tunnel's bytes, both ways.
+    (Extended CONNECT, with `:protocol`, is refused above: it is not offered.)"""
+    if req_scheme is not None or path is not None:
+        raise BadRequest("a CONNECT has no :scheme or :path (RFC 9113 §8.5)")
+    if not authority:
+        raise BadRequest("a CONNECT needs :authority host:port (RFC 9113 §8.5)")
+    if content_length is not None:
+        raise BadRequest("a CONNECT has no content-length: its DATA frames are the tunnel")
+    host_name, port, explicit_port = _authority(authority, 0)
+    if not explicit_port:
+        raise BadRequest("a CONNECT :authority is host:port (RFC 9113 §8.5)")
+    head = RequestHead(
+        "CONNECT",
+        authority,
+        "2",
+        headers,
+        scheme=scheme,
+        host=host_name,
+        port=port,
+        path="",  # no path: the tunnel carries whatever the client sends
+        query="",
+        absolute_form=False,
+    )
+    return ValidH2Request(head, request_id, False)
 
 
 def validate_h2_request(
@@ -97,8 +133,9 @@ def validate_h2_request(
     if method is None or _METHOD.fullmatch(method) is None:
         raise BadRequest("missing or invalid :method")
     if method == b"CONNECT":
-        # RFC 9113 §8.5 CONNECT is not offered: tunnels are HTTP/1.1 only (RFC 9110 §9.3.6).
-        raise MethodNotAllowed("CONNECT over HTTP/2 is not supported: use HTTP/1.1 for tunnels")
+        return _connect(
+            req_scheme, path, authority or host, content_length, headers, request_id, scheme
+        )
     if req_scheme not in (b"http", b"https"):
         raise BadRequest("missing or invalid :scheme (http or https)")
     if path is None or path[:1] != b"/":

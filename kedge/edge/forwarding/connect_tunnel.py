@@ -23,10 +23,12 @@ from collections.abc import Callable
 
 from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import Forbidden, NoEndpoints, NoRoute, UpstreamConnectError
+from kedge.core.http.body import BodyStream
 from kedge.core.http.exchange import Exchange
 from kedge.core.http.messages import ResponseHead
 from kedge.core.net.dial import dial
 from kedge.core.net.raw_tunnel import RawTunnel
+from kedge.core.net.stream_splice import StreamSplice
 from kedge.edge.balancing.outlier import Outcome
 from kedge.edge.config import ProxyMode, RouteConfig
 from kedge.edge.discovery.adhoc import Resolve, match_adhoc, resolve_adhoc, system_resolve
@@ -164,6 +166,9 @@ class ConnectTunnels:
 
     async def _splice(self, ex: Exchange, tunnel: RawTunnel) -> None:
         """Answer 200 and carry bytes until the tunnel ends; the log line comes after."""
+        if ex.head.version == "2":
+            await self._splice_stream(ex, tunnel)
+            return
         try:
             # No framing fields in a 2xx to CONNECT (RFC 9110 §9.3.6); the codec adds none.
             head = ResponseHead(200, [(b"x-request-id", ex.request_id)], b"Connection Established")
@@ -177,3 +182,22 @@ class ConnectTunnels:
                 tunnel.abort()  # cancelled (shutdown): nothing may outlive the exchange
             ex.bytes_in = tunnel.bytes_up
             ex.bytes_out += tunnel.bytes_down
+
+    async def _splice_stream(self, ex: Exchange, tunnel: RawTunnel) -> None:
+        """HTTP/2 CONNECT (RFC 9113 §8.5): the stream's DATA frames are the tunnel. A 200
+        without END_STREAM opens it; END_STREAM half-closes; RST_STREAM ends it at once."""
+        body = ex.body
+        if body is None:  # END_STREAM on the HEADERS: the client closed its side already
+            body = BodyStream()
+            body.feed_eof(None)
+        ex.respond(ResponseHead(200, [(b"x-request-id", ex.request_id)]), None, has_body=True)
+        splice = StreamSplice(body.read, ex.send_body, ex.end, ex.abort)
+        splice.attach(tunnel)
+        tunnel.attach(splice)
+        try:
+            await splice.run()
+        finally:
+            if not tunnel.is_closed:
+                tunnel.close()
+            ex.finished = True
+            ex.bytes_in = tunnel.bytes_up
