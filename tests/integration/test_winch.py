@@ -29,7 +29,7 @@ from proto.e2e import hello_pb2, hello_pb2_grpc
 from tests.support.backend import RecordingBackend, recording_backend
 from tests.support.edge import RunningEdge, running_edge
 from tests.support.grpc_hello import GrpcServer, grpc_channel, grpc_hello_server
-from tests.support.oidc_provider import OidcClient, OidcProvider
+from tests.support.oidc_provider import OidcAccount, OidcClient, OidcProvider
 from tests.support.raw_client import raw_connection
 from tests.support.winch import running_winch
 from winch.config import parse_winch_config_text
@@ -37,6 +37,7 @@ from winch.config import parse_winch_config_text
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 SERVICE_TOKEN = "service-token-for-the-backend"
+ALICE = OidcAccount("alice", "wonderland", claims={"permissions": ["svc.read"]})
 CLIENT_SECRET = "winch-ci-client-secret-0123456789"
 
 
@@ -104,8 +105,9 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     tls = await _tls_backend(ca, seen)
     tls_port = int(tls.sockets[0].getsockname()[1])
     client = OidcClient("winch-ci", CLIENT_SECRET, claims={"permissions": ["svc.read"]})
+    cli = OidcClient("winch-cli", native=True)  # a user's own login (PKCE, loopback redirect)
     async with (
-        OidcProvider.start(d, clients=[client]) as op,
+        OidcProvider.start(d, clients=[client, cli], accounts=[ALICE]) as op,
         recording_backend() as web,
         grpc_hello_server(name="g") as g,
     ):
@@ -134,7 +136,7 @@ routes:
     auth: {{permissions: [svc.read]}}
 auth:
   issuers:
-    - {{name: op, issuer: "{op.issuer}", audiences: [kedge]}}
+    - {{name: op, issuer: "{op.issuer}", audiences: [kedge, winch-cli]}}
 """
         async with running_edge(edge_yaml) as edge:
             yield World(d, ca, op, edge, web, tls_port, seen, g)
@@ -543,3 +545,52 @@ async def test_https_tunnels_ride_the_pooled_http2_connection(world: World) -> N
         )
         assert outs == ["tls-service saw authorization: no"] * 6
         assert accepted.value == before
+
+
+async def test_first_request_runs_the_browser_login_then_the_cache_serves(
+    world: World, tmp_path: Path
+) -> None:
+    """A user's OIDC source with no refresh token yet: winch's first request through the
+    route opens the login page (here a scripted browser signs in as alice), waits for the
+    loopback redirect, and goes on with the ID token; the next winch (a restart) finds the
+    refresh token in its 0600 cache file and opens no browser."""
+    yaml = world.winch_yaml(
+        routes=f"""
+  - name: mine
+    direct: me.cluster-a.internal
+    edge: https://127.0.0.1:{world.edge.port("https")}
+    proxy_auth: me
+"""
+    ).replace(
+        "auth_sources:\n",
+        f'auth_sources:\n  me: {{oidc: {{issuer: "{world.op.issuer}", client_id: winch-cli, '
+        f"cache_dir: {tmp_path}}}}}\n",
+    )
+    opened: list[str] = []
+    pages: list[asyncio.Task[str]] = []
+
+    def browser(url: str) -> None:
+        opened.append(url)
+        pages.append(asyncio.create_task(world.op.play_browser(url, "alice", "wonderland")))
+
+    before = len(world.web.requests)
+    async with running_winch(yaml, open_browser=browser) as w:
+        out = await curl(
+            "-i",
+            "http://me.cluster-a.internal/whoami",
+            env={"http_proxy": f"http://127.0.0.1:{w.port}"},
+        )
+    assert out.startswith("HTTP/1.1 200"), out
+    assert len(opened) == 1 and "code_challenge=" in opened[0]
+    assert "close this tab" in await pages[0]
+    assert world.web.requests[before].header("proxy-authorization") is None
+    caches = list(tmp_path.iterdir())  # noqa: ASYNC240
+    assert len(caches) == 1 and caches[0].stat().st_mode & 0o777 == 0o600
+    async with running_winch(yaml, open_browser=browser) as w:
+        out = await curl(
+            "-i",
+            "http://me.cluster-a.internal/again",
+            env={"http_proxy": f"http://127.0.0.1:{w.port}"},
+        )
+    assert out.startswith("HTTP/1.1 200"), out
+    assert len(opened) == 1  # no second login
