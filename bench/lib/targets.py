@@ -130,6 +130,7 @@ def start_kedge(
     name: str = "kedge",
     auth: dict[str, Any] | None = None,
     headers: tuple[str, ...] = (),
+    connect_host: str | None = None,
 ) -> Target:
     """`python -m kedge serve` on PROXY_CPU; RuntimeError with its output if it is never ready.
 
@@ -143,7 +144,11 @@ def start_kedge(
     config = prefix / "kedge.yaml"
     config.write_text(
         kedge_config_yaml(
-            listen_port=port, admin_port=admin_port, backend_port=backend_port, auth=auth
+            listen_port=port,
+            admin_port=admin_port,
+            backend_port=backend_port,
+            auth=auth,
+            connect_host=connect_host,
         )
     )
     access_log = prefix / "access.log"
