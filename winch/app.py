@@ -5,6 +5,12 @@ request forwarded to its edge.
 One listener on 127.0.0.1 speaks HTTP/1.1 (proxy requests in absolute form, CONNECT) and
 h2c with prior knowledge (gRPC clients that dial winch with `:authority` set to the
 service), using the same protocol drivers as the edge.
+
+What a config builds (mapper, auth sources, forwarder, secret, PAC) is one `Live` object;
+a reload (SIGHUP, or the file changed) builds a new one and swaps the reference, as the
+edge does, so a request sees one config from start to end. A config that does not load
+keeps the old one. The listener address is read at start only; edge connections and
+CONNECT tunnels carry on across reloads.
 """
 
 from __future__ import annotations
@@ -15,12 +21,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import partial
 
 from kedge.core.codec.server_h1 import H1ServerConnection, H1ServerSettings
 from kedge.core.codec.server_h2 import H2ServerConnection, H2ServerSettings
+from kedge.core.config_watch import ConfigFileWatcher
 from kedge.core.deadlines import DeadlineSweeper
-from kedge.core.errors import KedgeError, MisdirectedRequest
+from kedge.core.errors import ConfigError, KedgeError, MisdirectedRequest
 from kedge.core.http.exchange import Exchange
 from kedge.core.http.headers import RequestIdGenerator
 from kedge.core.http.pipeline import ErrorBoundary, Handler, compose
@@ -29,7 +37,7 @@ from kedge.dialer.config import Unmapped
 from kedge.dialer.errors import NotMapped
 from kedge.dialer.mapping import Mapper
 from kedge.dialer.pac import render_pac
-from winch.config import WinchConfig, read_secret
+from winch.config import WinchConfig, load_winch_config, read_secret
 from winch.connect import ConnectTunnels
 from winch.direct import DirectForwarder
 from winch.edges import EdgeConnections
@@ -68,33 +76,40 @@ class AccessLine:
             )
 
 
+@dataclass(frozen=True)
+class Live:
+    """Everything one config builds; a reload swaps the whole object."""
+
+    config: WinchConfig
+    mapper: Mapper
+    sources: AuthSources
+    forwarder: EdgeForwarder
+    secret: str | None
+    pages: LocalPages
+
+
 class WinchApp:
     def __init__(
         self,
         config: WinchConfig,
         *,
+        config_path: str | None = None,
+        watch_interval: float = 0.0,
         open_browser: Callable[[str], None] | None = None,
     ) -> None:
-        self.config = config
-        self.mapper = Mapper(config.dialer)
+        self.config_path = config_path
+        # The file's own `winch.listen` (a command-line --listen may differ): a reload warns
+        # when the file's changes, since the listener is bound once.
+        self._listen = _file_listen(config_path) if config_path is not None else None
+        self._open_browser = open_browser
         self.sweeper = DeadlineSweeper()
-        self.sources = AuthSources(
-            config.dialer.auth_sources,
-            refresh_margin=config.dialer.refresh_margin,
-            open_browser=open_browser,
-        )
         self.edges = EdgeConnections(self.sweeper, connect_timeout=config.connect_timeout)
-        self.secret = read_secret(config.secret_file) if config.secret_file else None
-        self.forwarder = EdgeForwarder(
-            self.sources,
-            self.edges,
-            debug_tag=f"winch-{_user()}" if config.debug else None,
-            response_header_timeout=config.response_header_timeout,
-        )
+        self.port = 0
+        self.live = self._build(config)
         self.request_ids = RequestIdGenerator(prefix=f"winch-{os.urandom(4).hex()}")
         self.handler: Handler = compose([AccessLine(), ErrorBoundary()], self._dispatch)
         self.tunnels = ConnectTunnels(
-            self.forwarder,
+            lambda: self.live.forwarder,
             self.edges,
             self.sweeper,
             self._serve_tunnel,
@@ -113,12 +128,67 @@ class WinchApp:
         self._h2 = H2ServerSettings(listener="winch", scheme="http", error_origin=b"winch")
         self.connections: set[Connection] = set()
         self._server: asyncio.Server | None = None
-        self.port = 0
-        self._pages = LocalPages("")
+        self._retired: list[Live] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._watcher = (
+            ConfigFileWatcher(config_path, watch_interval, self._file_changed)
+            if config_path is not None and watch_interval > 0
+            else None
+        )
+
+    @property
+    def config(self) -> WinchConfig:
+        return self.live.config
 
     @property
     def proxy_address(self) -> str:
         return f"{self.config.listen_host}:{self.port}"
+
+    def _build(self, config: WinchConfig) -> Live:
+        """What `config` builds; reads the secret file (ConfigError if it is unsafe)."""
+        sources = AuthSources(
+            config.dialer.auth_sources,
+            refresh_margin=config.dialer.refresh_margin,
+            open_browser=self._open_browser,
+        )
+        forwarder = EdgeForwarder(
+            sources,
+            self.edges,
+            debug_tag=f"winch-{_user()}" if config.debug else None,
+            response_header_timeout=config.response_header_timeout,
+        )
+        secret = read_secret(config.secret_file) if config.secret_file else None
+        pac = render_pac(config.dialer, f"{config.listen_host}:{self.port}")
+        return Live(config, Mapper(config.dialer), sources, forwarder, secret, LocalPages(pac))
+
+    def reload(self, why: str = "SIGHUP") -> bool:
+        """Load the config file again and swap it in; a bad file keeps the old config."""
+        if self.config_path is None:
+            log.warning("reload ignored (%s): winch was not started from a file", why)
+            return False
+        if self._watcher is not None:
+            self._watcher.mark_read()
+        old = self.live
+        try:
+            config = load_winch_config(self.config_path)
+            listen = (config.listen_host, config.listen_port)
+            if self._listen is not None and listen != self._listen:
+                log.warning("winch.listen changes take effect after a restart")
+            self._listen = listen
+            config = replace(
+                config, listen_host=old.config.listen_host, listen_port=old.config.listen_port
+            )
+            live = self._build(config)
+        except (ConfigError, OSError) as exc:
+            log.error("config reload failed (%s); keeping the old config: %s", why, exc)
+            return False
+        self.live = live
+        self._retired.append(old)  # in-flight requests may still use its sources
+        log.info("config reloaded (%s): %d routes", why, len(config.dialer.routes))
+        return True
+
+    async def _file_changed(self) -> None:
+        self.reload("file changed")
 
     async def start(self) -> None:
         c = self.config
@@ -164,36 +234,43 @@ class WinchApp:
         # (hardening X8, port squatting).
         self._server = await loop.create_server(factory, c.listen_host, c.listen_port)
         self.port = int(self._server.sockets[0].getsockname()[1])
-        self._pages = LocalPages(render_pac(c.dialer, self.proxy_address))
+        # The PAC names the port actually bound (port 0 in tests).
+        live = self.live
+        pages = LocalPages(render_pac(c.dialer, self.proxy_address))
+        self.live = Live(live.config, live.mapper, live.sources, live.forwarder, live.secret, pages)
+        if self._watcher is not None:
+            self._tasks.append(loop.create_task(self._watcher.run(), name="winch-config-watch"))
         log.info("winch listening on %s (%d routes)", self.proxy_address, len(c.dialer.routes))
 
     async def _dispatch(self, ex: Exchange) -> None:
+        live = self.live  # one config for the whole request, even across a reload
         head = ex.head
         admission = admit(
-            head, own_port=self.port, is_mapped=self.mapper.is_mapped, secret=self.secret
+            head, own_port=self.port, is_mapped=live.mapper.is_mapped, secret=live.secret
         )
         if admission.verdict is Verdict.LOCAL:
-            await self._pages.serve(ex)
+            await live.pages.serve(ex)
             return
+        unmapped = live.config.dialer.unmapped
         if head.method == "CONNECT":
             # A tunnel may carry plain HTTP or gRPC: a route for either protocol maps it.
-            mapped = self.mapper.map(head.host, head.port) or self.mapper.map(
+            mapped = live.mapper.map(head.host, head.port) or live.mapper.map(
                 head.host, head.port, grpc=True
             )
             if mapped is not None:
                 await self.tunnels.mapped(ex, mapped)
-            elif self.config.dialer.unmapped is Unmapped.DIRECT:
+            elif unmapped is Unmapped.DIRECT:
                 await self.tunnels.direct(ex)
             else:
                 raise _unmapped(head.authority)
             return
-        mapped = self.mapper.map(head.host, head.port, grpc=ex.grpc)
+        mapped = live.mapper.map(head.host, head.port, grpc=ex.grpc)
         if mapped is None:
-            if self.config.dialer.unmapped is not Unmapped.DIRECT:
+            if unmapped is not Unmapped.DIRECT:
                 raise _unmapped(head.authority)
             await self.direct.forward(ex)
             return
-        await self.forwarder.forward(ex, mapped)
+        await live.forwarder.forward(ex, mapped)
 
     async def _dispatch_tunnelled(self, ex: Exchange, host: str, port: int) -> None:
         """A request inside a plaintext CONNECT tunnel (the CONNECT passed admission)."""
@@ -202,10 +279,11 @@ class WinchApp:
             raise MisdirectedRequest(
                 f"this tunnel was opened for {host}:{port}, not {head.authority}"
             )
-        mapped = self.mapper.map(host, port, grpc=ex.grpc)
+        live = self.live
+        mapped = live.mapper.map(host, port, grpc=ex.grpc)
         if mapped is None:
             raise _unmapped(head.authority)
-        await self.forwarder.forward(ex, mapped)
+        await live.forwarder.forward(ex, mapped)
 
     def _serve_tunnel(self, transport: VirtualTransport, host: str, port: int) -> None:
         """Serve a plaintext tunnel's bytes as one more client connection of winch's."""
@@ -235,14 +313,25 @@ class WinchApp:
     async def aclose(self) -> None:
         if self._server is not None:
             self._server.close()
+        for task in self._tasks:
+            task.cancel()
         await self.tunnels.aclose()
         await self.direct.aclose()
         for conn in list(self.connections):
             if conn.transport is not None:
                 conn.transport.abort()
         self.edges.close()
-        await self.sources.aclose()
+        for live in (*self._retired, self.live):
+            await live.sources.aclose()
         await self.sweeper.aclose()
+
+
+def _file_listen(path: str) -> tuple[str, int] | None:
+    try:
+        config = load_winch_config(path)
+    except (ConfigError, OSError):
+        return None
+    return config.listen_host, config.listen_port
 
 
 def _user() -> str:

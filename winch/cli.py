@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SOURCE",
         help="log in with the named oidc auth source now (opens a browser), then exit",
     )
+    p.add_argument(
+        "--watch-interval",
+        type=float,
+        default=1.0,
+        help="seconds between checks of the config file for changes (0: reload on SIGHUP only)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -66,8 +72,8 @@ def _configured(args: argparse.Namespace) -> WinchConfig:
     return config
 
 
-async def _serve(config: WinchConfig) -> None:
-    app = WinchApp(config)
+async def _serve(config: WinchConfig, path: str, watch_interval: float) -> None:
+    app = WinchApp(config, config_path=path, watch_interval=watch_interval)
     await app.start()
     print(f"winch: listening on http://{app.proxy_address}", file=sys.stderr, flush=True)
     print(
@@ -81,6 +87,8 @@ async def _serve(config: WinchConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, app.reload, "SIGHUP")
     try:
         await stop.wait()
     finally:
@@ -130,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.login:
         return asyncio.run(_login(config, args.login))
     try:
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, os.path.expanduser(args.config), args.watch_interval))
     except OSError as exc:
         print(
             f"winch: cannot listen on {config.listen_host}:{config.listen_port}: "

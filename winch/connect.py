@@ -39,7 +39,7 @@ _ESTABLISHED = b"Connection Established"
 class ConnectTunnels:
     def __init__(
         self,
-        forwarder: EdgeForwarder,
+        forwarder: Callable[[], EdgeForwarder],
         edges: EdgeConnections,
         sweeper: DeadlineSweeper,
         serve: ServeTunnel,
@@ -98,7 +98,7 @@ class ConnectTunnels:
         await splice.run()
 
     async def _open_stream(self, mapped: Mapped, rid: bytes) -> UpstreamStream:
-        proxy = await self._forwarder.credential(mapped.route.proxy_auth)
+        proxy = await self._forwarder().credential(mapped.route.proxy_auth)
         pool = self._edges.pool(
             mapped.edge, proxy if isinstance(proxy, ClientCertificate) else None
         )

@@ -20,6 +20,7 @@ from typing import IO
 
 from kedge.core.codec.server_h1 import H1ServerConnection
 from kedge.core.codec.server_h2 import H2ServerConnection
+from kedge.core.config_watch import ConfigFileWatcher
 from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import ConfigError
 from kedge.core.http.exchange import Exchange
@@ -29,7 +30,6 @@ from kedge.edge.auth.runtime import AuthRuntime
 from kedge.edge.balancing.load import LoadBook
 from kedge.edge.config import EdgeConfig, K8sResolverConfig
 from kedge.edge.config_parser import load_edge_config
-from kedge.edge.config_watch import ConfigFileWatcher
 from kedge.edge.demo import start_demo_backend
 from kedge.edge.discovery.factory import make_resolver
 from kedge.edge.discovery.kubernetes.discovery_runtime import DiscoveryRuntime

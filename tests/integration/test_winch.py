@@ -594,3 +594,41 @@ async def test_first_request_runs_the_browser_login_then_the_cache_serves(
         )
     assert out.startswith("HTTP/1.1 200"), out
     assert len(opened) == 1  # no second login
+
+
+async def test_config_reload_swaps_routes_and_a_bad_file_keeps_the_old(world: World) -> None:
+    """A reload (SIGHUP, or the file changing: polled here every 50 ms) builds everything
+    from the new file and swaps it in; a file that does not load changes nothing."""
+    extra_route = f"""
+  - name: b
+    suffix: "*.cluster-b.internal"
+    edge: https://127.0.0.1:{world.edge.port("https")}
+    proxy_auth: ci
+    backend_auth: svc
+"""
+    async with running_winch(world.winch_yaml(), watch_interval=0.05) as w:
+        proxy = {"http_proxy": f"http://127.0.0.1:{w.port}"}
+        out = await curl("-i", "http://api.ns.cluster-b.internal/", env=proxy)
+        assert out.startswith("HTTP/1.1 403"), out  # not mapped yet
+        assert w.config_path is not None
+        path = Path(w.config_path)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(world.winch_yaml(routes=extra_route))
+        os.replace(tmp, path)
+        async with asyncio.timeout(5):
+            while [r.name for r in w.config.dialer.routes] != ["b", "cluster-a"]:
+                await asyncio.sleep(0.02)
+        # Mapped now: winch sends it to the edge, whose answer (it has no cluster-b route)
+        # comes back labelled by the edge.
+        out = await curl("-i", "http://api.ns.cluster-b.internal/", env=proxy)
+        assert header_lines(out)["x-kedge-error-type"] == "no-route", out
+        pac = await curl(f"http://127.0.0.1:{w.port}/proxy.pac")
+        assert ".cluster-b.internal" in pac and f"PROXY 127.0.0.1:{w.port}" in pac
+        # A broken file: the running config stays.
+        tmp.write_text("routes: [{suffix: '*.x.internal', edge: ftp://nope}]\n")
+        os.replace(tmp, path)
+        assert w.reload("test") is False
+        out = await curl("-i", "http://api.ns.cluster-b.internal/", env=proxy)
+        assert header_lines(out)["x-kedge-error-type"] == "no-route", out
+        out = await curl("-i", "http://api.ns.cluster-a.internal/", env=proxy)
+        assert out.startswith("HTTP/1.1 200"), out

@@ -69,7 +69,17 @@ def test_non_loopback_listen_needs_force(config: Path) -> None:
 def test_serves_until_sigterm_and_port_in_use_is_a_clear_error(config: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "winch", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
+        [
+            sys.executable,
+            "-m",
+            "winch",
+            "--config",
+            str(config),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--watch-interval",
+            "0",
+        ],
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -85,6 +95,17 @@ def test_serves_until_sigterm_and_port_in_use_is_a_clear_error(config: Path) -> 
             except OSError:
                 time.sleep(0.1)
         assert b"FindProxyForURL" in body
+        # SIGHUP reloads the file (the watch interval is off here): the PAC gains the route.
+        config.write_text(
+            CONFIG + '  - suffix: "*.cluster-b.internal"\n    edge: https://edge-b.test\n'
+        )
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while b"cluster-b" not in body and time.monotonic() < deadline:
+            time.sleep(0.1)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/proxy.pac", timeout=2) as r:
+                body = r.read()
+        assert b".cluster-b.internal" in body
         second = winch("--config", str(config), "--listen", f"127.0.0.1:{port}")
         assert second.returncode == 1
         assert "cannot listen on" in second.stderr and "Traceback" not in second.stderr

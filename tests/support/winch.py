@@ -24,20 +24,28 @@ async def running_winch(
     *,
     base_dir: str | None = None,
     open_browser: Callable[[str], None] | None = None,
+    watch_interval: float = 0.0,
 ) -> AsyncIterator[WinchApp]:
+    """`app.config_path` is the file (rewrite it, then `app.reload()`, or set
+    `watch_interval` to have winch notice by itself)."""
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(base_dir or d, f"winch-{os.urandom(4).hex()}.yaml")
         with open(path, "w") as f:
             f.write(yaml_text)
         try:
             config = load_winch_config(path)
-        finally:
+        except BaseException:
             if base_dir is not None:
                 os.unlink(path)
+            raise
         config = replace(config, listen_host="127.0.0.1", listen_port=0)
-        app = WinchApp(config, open_browser=open_browser)
+        app = WinchApp(
+            config, config_path=path, watch_interval=watch_interval, open_browser=open_browser
+        )
         await app.start()
         try:
             yield app
         finally:
             await app.aclose()
+            if base_dir is not None:
+                os.unlink(path)

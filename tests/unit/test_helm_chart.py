@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from deploy import render
 from deploy.helmlite import Engine, TemplateError, go_print, to_yaml
+from kedge.core.config_watch import ConfigFileWatcher
 from kedge.edge.config_parser import load_edge_config
-from kedge.edge.config_watch import ConfigFileWatcher
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "deploy" / "kubernetes" / "kedge.yaml"

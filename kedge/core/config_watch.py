@@ -1,4 +1,4 @@
-"""ConfigFileWatcher: notices that the config file changed, so the edge reloads it.
+"""ConfigFileWatcher: notices that a config file changed, so the edge (or winch) reloads it.
 
 Polls the file's (mtime, size, inode) stamp, which also catches the atomic rename that
 Kubernetes uses to update a mounted ConfigMap. A reload records the stamp of the file it
