@@ -15,7 +15,7 @@ to a name it did not map: hardening X5).
 
 from __future__ import annotations
 
-from kedge.core.errors import CredentialUnavailable
+from kedge.core.errors import CredentialUnavailable, UpstreamReset
 from kedge.core.http.exchange import Exchange
 from kedge.core.http.messages import Headers, ResponseHead, header_value
 from kedge.core.net.h2_forward import exchange_h2
@@ -71,7 +71,20 @@ class EdgeForwarder:
         fields = edge_request_fields(
             ex.head, grpc=ex.grpc, request_id=ex.request_id, injected=injected
         )
-        head, trailers = await exchange_h2(ex, pool, fields, self._timeout, 0)
+        opened = pool.opened_total
+        try:
+            head, trailers = await exchange_h2(ex, pool, fields, self._timeout, 0)
+        except UpstreamReset as exc:
+            new_connection = pool.opened_total != opened
+            if new_connection and client_cert is None and mapped.edge.tls.cert_file is None:
+                # TLS 1.3: an edge that requires a client certificate refuses it only after
+                # our side of the handshake, so all winch sees is the new connection reset.
+                raise UpstreamReset(
+                    f"{exc.reason}: the edge reset a new connection at once; if it requires "
+                    "client certificates, set edge_tls cert_file/key_file, or use a "
+                    "certificate auth source as proxy_auth"
+                ) from None
+            raise
         if ex.status in (401, 407) or (ex.grpc and _grpc_unauthenticated(head, trailers)):
             self._refused(route)
 

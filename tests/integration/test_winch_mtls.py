@@ -145,6 +145,7 @@ async def test_no_client_certificate_is_a_clear_502(world: World) -> None:
     # TLS 1.3: the edge refuses the missing certificate after the client's side of the
     # handshake is done, so winch sees the connection closed rather than a handshake error.
     assert "x-winch-error-type: upstream-reset" in head, head
+    assert "requires client certificates" in head, head
     assert "traceback" not in out.lower()
     assert len(world.web.requests) == before
 
