@@ -37,13 +37,15 @@ from kedge.dialer.config import Unmapped
 from kedge.dialer.errors import NotMapped
 from kedge.dialer.mapping import Mapper
 from kedge.dialer.pac import render_pac
-from winch.config import WinchConfig, load_winch_config, read_secret
+from winch.config import WinchConfig, is_loopback_host, load_winch_config, read_secret
 from winch.connect import ConnectTunnels
 from winch.direct import DirectForwarder
 from winch.edges import EdgeConnections
+from winch.errors import OtherUser
 from winch.forward import EdgeForwarder
 from winch.guard import Verdict, admit
 from winch.local import LocalPages
+from winch.peer_uid import Unknown, peer_uid
 from winch.tunnel import VirtualTransport
 
 __all__ = ["WinchApp"]
@@ -129,6 +131,8 @@ class WinchApp:
         self.connections: set[Connection] = set()
         self._server: asyncio.Server | None = None
         self._retired: list[Live] = []
+        self._other_users: set[tuple[str, int]] = set()  # connections of other local users
+        self._uid_warned = False
         self._tasks: list[asyncio.Task[None]] = []
         self._watcher = (
             ConfigFileWatcher(config_path, watch_interval, self._file_changed)
@@ -199,9 +203,12 @@ class WinchApp:
                 conn.reject()  # hardening X10: a page opening connections in a loop
                 return
             self.connections.add(conn)
+            if self.config.same_user_only and not self._is_own_user(conn):
+                self._other_users.add((conn.client_ip, conn.client_port))
 
         def on_close(conn: Connection) -> None:
             self.connections.discard(conn)
+            self._other_users.discard((conn.client_ip, conn.client_port))
 
         def switch_to_h2(transport: asyncio.Transport, data: bytes) -> None:
             conn = H2ServerConnection(
@@ -242,9 +249,35 @@ class WinchApp:
             self._tasks.append(loop.create_task(self._watcher.run(), name="winch-config-watch"))
         log.info("winch listening on %s (%d routes)", self.proxy_address, len(c.dialer.routes))
 
+    def _is_own_user(self, conn: Connection) -> bool:
+        """Whether a loopback peer runs as winch's user (remote peers: see secret_file)."""
+        transport = conn.transport
+        local = transport.get_extra_info("sockname") if transport is not None else None
+        if local is None or not is_loopback_host(conn.client_ip):
+            return True
+        try:
+            uid = peer_uid((conn.client_ip, conn.client_port), (local[0], local[1]))
+        except Unknown as exc:
+            if not self._uid_warned:
+                log.warning("cannot tell which user opens connections (%s): not checked", exc)
+                self._uid_warned = True
+            return True
+        if uid != os.getuid():
+            log.warning(
+                "refusing a connection from %s:%d opened by uid %s (winch runs as uid %d)",
+                conn.client_ip, conn.client_port, uid, os.getuid(),
+            )  # fmt: skip
+            return False
+        return True
+
     async def _dispatch(self, ex: Exchange) -> None:
         live = self.live  # one config for the whole request, even across a reload
         head = ex.head
+        if (ex.client_ip, ex.client_port) in self._other_users:
+            raise OtherUser(
+                "refused: this winch attaches its user's credentials, and this connection "
+                "comes from another local user (run your own winch)"
+            )
         admission = admit(
             head, own_port=self.port, is_mapped=live.mapper.is_mapped, secret=live.secret
         )

@@ -37,6 +37,7 @@ _KEYS = (
     "response_header_timeout",
     "request_header_timeout",
     "max_connections",
+    "same_user_only",
 )
 
 
@@ -52,6 +53,8 @@ class WinchConfig:
     response_header_timeout: float = 60.0  # request sent -> response head; 0 = none
     request_header_timeout: float = 10.0  # a client's request head must arrive within this
     max_connections: int = 512  # client connections at once (hardening X10)
+    # Refuse loopback connections opened by another local user (Linux: /proc/net/tcp).
+    same_user_only: bool = True
 
 
 def is_loopback_host(host: str) -> bool:
@@ -98,6 +101,7 @@ def parse_winch_config(root: Node, base_dir: str | None = None) -> WinchConfig:
             "request_header_timeout", 10.0, allow_zero=False
         ),
         max_connections=fields.get_int("max_connections", 512, minimum=1),
+        same_user_only=fields.get_bool("same_user_only", True),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from kedge.core.errors import Forbidden, ProxyAuthRequired
 
-__all__ = ["CrossSiteRefused", "HostNotAllowed", "WinchSecretRequired"]
+__all__ = ["CrossSiteRefused", "HostNotAllowed", "OtherUser", "WinchSecretRequired"]
 
 
 class HostNotAllowed(Forbidden):
@@ -33,3 +33,10 @@ class WinchSecretRequired(ProxyAuthRequired):
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason, (b"proxy-authenticate", b'Basic realm="winch"'))
+
+
+class OtherUser(Forbidden):
+    """A loopback connection opened by another local user than winch's (hardening X3):
+    winch would act as its own user for them."""
+
+    kind = "other-user"

@@ -632,3 +632,35 @@ async def test_config_reload_swaps_routes_and_a_bad_file_keeps_the_old(world: Wo
         assert header_lines(out)["x-kedge-error-type"] == "no-route", out
         out = await curl("-i", "http://api.ns.cluster-a.internal/", env=proxy)
         assert out.startswith("HTTP/1.1 200"), out
+
+
+def _curl_as(uid: int, url: str) -> str:
+    """curl run by another local user (the test runs as root in CI)."""
+    done = subprocess.run(
+        ["curl", "-sS", "-i", "--max-time", "10", url],
+        user=uid,
+        group=uid,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        check=False,
+    )
+    return done.stdout + done.stderr
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="switching users needs root (CI runs as root)")
+async def test_other_local_users_are_refused(world: World) -> None:
+    """Hardening X3: 127.0.0.1 is open to every user of a shared host; winch serves only
+    the user it runs as (the kernel's /proc/net/tcp says who opened each connection)."""
+    nobody = 65534
+    async with running_winch(world.winch_yaml()) as w:
+        url = f"http://127.0.0.1:{w.port}/healthz"
+        mine = await curl("-i", url)
+        theirs = await asyncio.to_thread(_curl_as, nobody, url)
+    assert mine.startswith("HTTP/1.1 200"), mine
+    assert theirs.startswith("HTTP/1.1 403"), theirs
+    assert "x-winch-error-type: other-user" in theirs.lower()
+    async with running_winch(world.winch_yaml("winch: {same_user_only: false}")) as w:
+        shared = await asyncio.to_thread(_curl_as, nobody, f"http://127.0.0.1:{w.port}/healthz")
+    assert shared.startswith("HTTP/1.1 200"), shared
