@@ -36,6 +36,10 @@ class EdgeConnections:
         self._pool_config = pool or PoolConfig(idle_timeout=120.0)
         self._pools: dict[tuple[EdgeTarget, bytes], H2EndpointPool] = {}
 
+    @property
+    def sweeper(self) -> DeadlineSweeper:
+        return self._sweeper
+
     def pool(self, edge: EdgeTarget, client_cert: ClientCertificate | None) -> H2EndpointPool:
         identity = hashlib.sha256(client_cert.cert_pem).digest() if client_cert else b""
         key = (edge, identity)

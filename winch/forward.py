@@ -25,6 +25,7 @@ from kedge.dialer.credentials import BearerToken, ClientCertificate, Credential
 from kedge.dialer.mapping import Mapped
 from winch.edges import EdgeConnections
 from winch.request_fields import Injected, edge_request_fields
+from winch.upgrade import forward_upgrade, upgrade_request_head
 
 __all__ = ["EdgeForwarder"]
 
@@ -67,6 +68,9 @@ class EdgeForwarder:
             debug_tag=self._debug_tag,
         )
         client_cert = proxy if isinstance(proxy, ClientCertificate) else None
+        if ex.upgrade is not None:
+            await self._upgrade(ex, mapped, injected, client_cert)
+            return
         pool = self._edges.pool(mapped.edge, client_cert)
         fields = edge_request_fields(
             ex.head, grpc=ex.grpc, request_id=ex.request_id, injected=injected
@@ -87,6 +91,25 @@ class EdgeForwarder:
             raise
         if ex.status in (401, 407) or (ex.grpc and _grpc_unauthenticated(head, trailers)):
             self._refused(route)
+
+    async def _upgrade(
+        self,
+        ex: Exchange,
+        mapped: Mapped,
+        injected: Injected,
+        client_cert: ClientCertificate | None,
+    ) -> None:
+        """A WebSocket upgrade: its own HTTP/1.1 connection to the edge (winch.upgrade)."""
+        upgrade = ex.upgrade
+        assert upgrade is not None
+        fields = edge_request_fields(
+            ex.head, grpc=False, request_id=ex.request_id, injected=injected
+        )
+        dialer = self._edges.dialer(mapped.edge, client_cert, alpn=("http/1.1",))
+        request = upgrade_request_head(fields, upgrade)
+        await forward_upgrade(ex, dialer, request, self._edges.sweeper, self._timeout)
+        if ex.status in (401, 407):
+            self._refused(mapped.route)
 
     def _refused(self, route: MapRoute) -> None:
         """The edge or the service refused the credentials: fetch new ones next time."""

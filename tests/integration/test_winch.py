@@ -22,6 +22,11 @@ import grpc.aio
 import pytest
 import pytest_asyncio
 import trustme
+from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.exceptions import InvalidStatus
+from websockets.http11 import Request
 
 from kedge.core.errors import ConfigError
 from kedge.dialer.sources.static import StaticTokenSource
@@ -51,6 +56,8 @@ class World:
     tls_port: int
     tls_seen: list[str]
     grpc: GrpcServer
+    ws_port: int
+    ws_auth: list[str | None]  # the Authorization each WebSocket handshake carried
 
     def winch_yaml(self, extra: str = "", *, routes: str = "") -> str:
         return f"""
@@ -106,11 +113,22 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     tls_port = int(tls.sockets[0].getsockname()[1])
     client = OidcClient("winch-ci", CLIENT_SECRET, claims={"permissions": ["svc.read"]})
     cli = OidcClient("winch-cli", native=True)  # a user's own login (PKCE, loopback redirect)
+    ws_auth: list[str | None] = []
+
+    def on_request(_conn: ServerConnection, request: Request) -> None:
+        ws_auth.append(request.headers.get("Authorization"))
+
+    async def ws_echo(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
     async with (
         OidcProvider.start(d, clients=[client, cli], accounts=[ALICE]) as op,
         recording_backend() as web,
         grpc_hello_server(name="g") as g,
+        ws_serve(ws_echo, "127.0.0.1", 0, process_request=on_request) as ws_server,
     ):
+        ws_port = int(next(iter(ws_server.sockets)).getsockname()[1])
         edge_yaml = f"""
 admin: {{address: "127.0.0.1:0"}}
 listeners:
@@ -121,7 +139,12 @@ backends:
   - {{name: web, resolver: {{static: {{endpoints: ["{web.address}"]}}}}}}
   - {{name: tls, resolver: {{static: {{endpoints: ["127.0.0.1:{tls_port}"]}}}}}}
   - {{name: greeter, protocol: h2c, resolver: {{static: {{endpoints: ["127.0.0.1:{g.port}"]}}}}}}
+  - {{name: ws, resolver: {{static: {{endpoints: ["127.0.0.1:{ws_port}"]}}}}}}
 routes:
+  - name: ws
+    backend: ws
+    match: {{host: ws.cluster-a.internal}}
+    auth: {{permissions: [svc.read]}}
   - name: tunnel
     backend: tls
     match: {{host: web.cluster-a.internal, proxy_mode: connect}}
@@ -139,7 +162,7 @@ auth:
     - {{name: op, issuer: "{op.issuer}", audiences: [kedge, winch-cli]}}
 """
         async with running_edge(edge_yaml) as edge:
-            yield World(d, ca, op, edge, web, tls_port, seen, g)
+            yield World(d, ca, op, edge, web, tls_port, seen, g, ws_port, ws_auth)
     tls.close()
 
 
@@ -664,3 +687,34 @@ async def test_other_local_users_are_refused(world: World) -> None:
     async with running_winch(world.winch_yaml("winch: {same_user_only: false}")) as w:
         shared = await asyncio.to_thread(_curl_as, nobody, f"http://127.0.0.1:{w.port}/healthz")
     assert shared.startswith("HTTP/1.1 200"), shared
+
+
+async def test_websocket_through_winch_gets_credentials_and_a_tunnel(world: World) -> None:
+    """kubectl exec/port-forward and browsers' WebSockets: the client tunnels through winch
+    (CONNECT, then a plain upgrade request winch serves itself); HTTP/2 has no upgrades, so
+    winch takes the upgrade to the edge on an HTTP/1.1 connection of its own, with both
+    credentials, and splices it after the 101."""
+    async with running_winch(world.winch_yaml()) as w:
+        before = len(world.ws_auth)
+        async with asyncio.timeout(10):
+            async with ws_connect(
+                "ws://ws.cluster-a.internal:8080/shell", proxy=f"http://127.0.0.1:{w.port}"
+            ) as ws:
+                for message in ("ls", "x" * 200_000, b"\x00binary"):
+                    await ws.send(message)
+                    assert await ws.recv() == message
+    assert world.ws_auth[before:] == [f"Bearer {SERVICE_TOKEN}"]
+
+
+async def test_websocket_refused_by_the_edge_is_passed_on(world: World) -> None:
+    yaml = world.winch_yaml().replace("    proxy_auth: ci\n", "")
+    async with running_winch(yaml) as w:
+        async with asyncio.timeout(10):
+            with pytest.raises(InvalidStatus) as info:
+                async with ws_connect(
+                    "ws://ws.cluster-a.internal:8080/", proxy=f"http://127.0.0.1:{w.port}"
+                ):
+                    pass
+    response = info.value.response
+    assert response.status_code == 401
+    assert response.headers["X-Kedge-Error-Type"] == "unauthenticated"
