@@ -9,8 +9,9 @@ service), using the same protocol drivers as the edge.
 What a config builds (mapper, auth sources, forwarder, secret, PAC) is one `Live` object;
 a reload (SIGHUP, or the file changed) builds a new one and swaps the reference, as the
 edge does, so a request sees one config from start to end. A config that does not load
-keeps the old one. The listener address is read at start only; edge connections and
-CONNECT tunnels carry on across reloads.
+keeps the old one. Read at start only (a restart applies them): `winch.listen`,
+`connect_timeout` and `request_header_timeout`. Edge connections and CONNECT tunnels carry
+on across reloads.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ __all__ = ["WinchApp"]
 
 log = logging.getLogger("winch")
 access = logging.getLogger("winch.access")
+
+_RETIRE_AFTER = 60.0  # seconds an old config's auth sources stay open after a reload
 
 Connection = H1ServerConnection | H2ServerConnection
 
@@ -187,9 +190,22 @@ class WinchApp:
             log.error("config reload failed (%s); keeping the old config: %s", why, exc)
             return False
         self.live = live
-        self._retired.append(old)  # in-flight requests may still use its sources
+        self._retire(old)
         log.info("config reloaded (%s): %d routes", why, len(config.dialer.routes))
         return True
+
+    def _retire(self, old: Live) -> None:
+        """Close the old config's auth sources once in-flight requests are done with them
+        (a request holds its Live for its whole life; a minute is plenty for the fetch of a
+        credential, which is all they are used for)."""
+        self._retired.append(old)
+
+        async def close_later() -> None:
+            await asyncio.sleep(_RETIRE_AFTER)
+            self._retired.remove(old)
+            await old.sources.aclose()
+
+        self._tasks.append(asyncio.get_running_loop().create_task(close_later()))
 
     async def _file_changed(self) -> None:
         self.reload("file changed")
@@ -199,7 +215,7 @@ class WinchApp:
         h1, h2 = self._h1, self._h2
 
         def on_open(conn: Connection) -> None:
-            if len(self.connections) >= c.max_connections:
+            if len(self.connections) >= self.config.max_connections:
                 conn.reject()  # hardening X10: a page opening connections in a loop
                 return
             self.connections.add(conn)
