@@ -30,6 +30,9 @@ import pytest
 import pytest_asyncio
 import trustme
 from aiohttp import web
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.http11 import Request
 
 from kedge.dialer import Dialer, NotMapped, RedirectRefused, aiohttp_session, grpc_channel
 from kedge.dialer import parse_dialer_config_text as parse
@@ -69,6 +72,7 @@ class World:
     proxy_token: str
     ca_file: str
     wrong_ca_file: str
+    ws_auth: list[str | None]  # the Authorization each WebSocket handshake carried
 
     def config(
         self,
@@ -139,7 +143,7 @@ async def respond(req: RecordedRequest, w: asyncio.StreamWriter) -> None:
         w.write(simple_response(200, f"got {len(req.body)} bytes".encode()))
 
 
-def edge_yaml(d: Path, web_backend: str, grpc_backend: str, jwks_url: str) -> str:
+def edge_yaml(d: Path, web_backend: str, grpc_backend: str, jwks_url: str, ws_backend: str) -> str:
     return f"""
 listeners:
   - name: https
@@ -152,7 +156,9 @@ admin: {{address: 127.0.0.1:0}}
 backends:
   - {{name: web, resolver: {{static: {{endpoints: ["{web_backend}"]}}}}}}
   - {{name: grpc, protocol: h2c, resolver: {{static: {{endpoints: ["{grpc_backend}"]}}}}}}
+  - {{name: ws, resolver: {{static: {{endpoints: ["{ws_backend}"]}}}}}}
 routes:
+  - {{name: ws, backend: ws, match: {{host: ws.ns.cluster-a.internal}}}}
   - name: greeter
     backend: grpc
     match: {{host: greeter.ns.cluster-a.internal, port: 443, grpc_methods: ["kedge.e2e.*"]}}
@@ -184,17 +190,29 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     key = rsa_key()
     token = sign(key)
     (d / "proxy-token").write_text(token + "\n")
+    ws_auth: list[str | None] = []
+
+    def on_ws_request(_conn: ServerConnection, request: Request) -> None:
+        ws_auth.append(request.headers.get("Authorization"))
+
+    async def ws_echo(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
     async with (
         jwks_server(key) as jwks_url,
         recording_backend(respond) as web_backend,
         recording_backend() as direct,
         grpc_hello_server(name="g") as grpc_server,
-        running_edge(edge_yaml(d, web_backend.address, grpc_server.address, jwks_url)) as edge,
+        ws_serve(ws_echo, "127.0.0.1", 0, process_request=on_ws_request) as ws_server,
     ):
-        yield World(
-            d, edge, web_backend, direct, grpc_server, token, str(d / "ca.pem"),
-            str(d / "wrong-ca.pem"),
-        )  # fmt: skip
+        ws_backend = f"127.0.0.1:{next(iter(ws_server.sockets)).getsockname()[1]}"
+        yaml_text = edge_yaml(d, web_backend.address, grpc_server.address, jwks_url, ws_backend)
+        async with running_edge(yaml_text) as edge:
+            yield World(
+                d, edge, web_backend, direct, grpc_server, token, str(d / "ca.pem"),
+                str(d / "wrong-ca.pem"), ws_auth,
+            )  # fmt: skip
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -536,3 +554,19 @@ async def test_grpc_unauthenticated_drops_the_cached_credentials(
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert dropped == ["cluster-a"]
     assert w.grpc.calls == []
+
+
+async def test_aiohttp_websocket_through_the_edge(w: World) -> None:
+    """`session.ws_connect` goes through the dialer too: the upgrade reaches the edge over
+    TLS (HTTP/1.1) with the credentials, and the edge passes it to the service."""
+    dialer = w.config()
+    before = len(w.ws_auth)
+    async with (
+        aiohttp_session(dialer) as session,
+        session.ws_connect("ws://ws.ns.cluster-a.internal:8081/x") as ws,
+    ):
+        for message in ("hello", "x" * 100_000):
+            await ws.send_str(message)
+            assert (await ws.receive(timeout=5)).data == message
+    await dialer.aclose()
+    assert w.ws_auth[before:] == [f"Bearer {BACKEND_TOKEN}"]
