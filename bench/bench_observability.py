@@ -20,8 +20,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from kedge.core.metrics import EdgeMetrics, MetricsRegistry
 from kedge.edge.observability.access_log import AccessLog
-from kedge.edge.observability.metrics import EdgeMetrics, MetricsRegistry
 
 TARGETS_NS = {"counter inc (held child)": 1000.0, "access-log record": 3000.0}
 

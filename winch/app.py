@@ -33,6 +33,7 @@ from kedge.core.errors import ConfigError, KedgeError, MisdirectedRequest
 from kedge.core.http.exchange import Exchange
 from kedge.core.http.headers import RequestIdGenerator
 from kedge.core.http.pipeline import ErrorBoundary, Handler, compose
+from kedge.core.metrics import MetricsRegistry
 from kedge.dialer.auth_sources import AuthSources
 from kedge.dialer.config import Unmapped
 from kedge.dialer.errors import NotMapped
@@ -46,6 +47,7 @@ from winch.errors import OtherUser
 from winch.forward import EdgeForwarder
 from winch.guard import Verdict, admit
 from winch.local import LocalPages
+from winch.metrics import WinchMetrics
 from winch.peer_uid import Unknown, peer_uid
 from winch.tunnel import VirtualTransport
 
@@ -60,12 +62,22 @@ Connection = H1ServerConnection | H2ServerConnection
 
 
 class AccessLine:
-    """One log line per request, however it ended (a layer outside the error boundary)."""
+    """One log line and the request metrics per request, however it ended (a layer outside
+    the error boundary)."""
+
+    def __init__(self, metrics: WinchMetrics) -> None:
+        self._metrics = metrics
 
     async def __call__(self, ex: Exchange, next: Handler) -> None:
         try:
             await next(ex)
         finally:
+            m = self._metrics
+            route = ex.route or "-"
+            m.requests.labels(route, str(ex.status)).inc()
+            m.request_duration.labels(route).observe(time.monotonic() - ex.started)
+            if ex.error_kind is not None:
+                m.errors.labels(ex.error_kind).inc()
             h = ex.head
             access.info(
                 "%s %s %s%s -> %d route=%s edge=%s %.1fms%s",
@@ -108,17 +120,19 @@ class WinchApp:
         self._listen = _file_listen(config_path) if config_path is not None else None
         self._open_browser = open_browser
         self.sweeper = DeadlineSweeper()
+        self.metrics = WinchMetrics(MetricsRegistry())
         self.edges = EdgeConnections(self.sweeper, connect_timeout=config.connect_timeout)
         self.port = 0
         self.live = self._build(config)
         self.request_ids = RequestIdGenerator(prefix=f"winch-{os.urandom(4).hex()}")
-        self.handler: Handler = compose([AccessLine(), ErrorBoundary()], self._dispatch)
+        self.handler: Handler = compose([AccessLine(self.metrics), ErrorBoundary()], self._dispatch)
         self.tunnels = ConnectTunnels(
             lambda: self.live.forwarder,
             self.edges,
             self.sweeper,
             self._serve_tunnel,
             connect_timeout=config.connect_timeout,
+            on_tunnel=lambda path: self.metrics.tunnels.labels(path).inc(),
         )
         self.direct = DirectForwarder(
             connect_timeout=config.connect_timeout,
@@ -166,7 +180,8 @@ class WinchApp:
         )
         secret = read_secret(config.secret_file) if config.secret_file else None
         pac = render_pac(config.dialer, f"{config.listen_host}:{self.port}")
-        return Live(config, Mapper(config.dialer), sources, forwarder, secret, LocalPages(pac))
+        pages = LocalPages(pac, self.metrics.registry.render)
+        return Live(config, Mapper(config.dialer), sources, forwarder, secret, pages)
 
     def reload(self, why: str = "SIGHUP") -> bool:
         """Load the config file again and swap it in; a bad file keeps the old config."""
@@ -188,7 +203,9 @@ class WinchApp:
             live = self._build(config)
         except (ConfigError, OSError) as exc:
             log.error("config reload failed (%s); keeping the old config: %s", why, exc)
+            self.metrics.config_reloads.labels("failure").inc()
             return False
+        self.metrics.config_reloads.labels("success").inc()
         self.live = live
         self._retire(old)
         log.info("config reloaded (%s): %d routes", why, len(config.dialer.routes))
@@ -259,7 +276,7 @@ class WinchApp:
         self.port = int(self._server.sockets[0].getsockname()[1])
         # The PAC names the port actually bound (port 0 in tests).
         live = self.live
-        pages = LocalPages(render_pac(c.dialer, self.proxy_address))
+        pages = LocalPages(render_pac(c.dialer, self.proxy_address), self.metrics.registry.render)
         self.live = Live(live.config, live.mapper, live.sources, live.forwarder, live.secret, pages)
         if self._watcher is not None:
             self._tasks.append(loop.create_task(self._watcher.run(), name="winch-config-watch"))
@@ -337,7 +354,7 @@ class WinchApp:
     def _serve_tunnel(self, transport: VirtualTransport, host: str, port: int) -> None:
         """Serve a plaintext tunnel's bytes as one more client connection of winch's."""
         handler = compose(
-            [AccessLine(), ErrorBoundary()],
+            [AccessLine(self.metrics), ErrorBoundary()],
             partial(self._dispatch_tunnelled, host=host, port=port),
         )
 

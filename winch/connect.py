@@ -45,12 +45,14 @@ class ConnectTunnels:
         serve: ServeTunnel,
         *,
         connect_timeout: float,
+        on_tunnel: Callable[[str], None] | None = None,
     ) -> None:
         self._forwarder = forwarder
         self._edges = edges
         self._sweeper = sweeper
         self._serve = serve
         self._connect_timeout = connect_timeout
+        self._on_tunnel = on_tunnel or (lambda _path: None)  # "edge", "served" or "direct"
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _established(self, ex: Exchange) -> None:
@@ -63,6 +65,7 @@ class ConnectTunnels:
         self._established(ex)
 
         def on_tls(sniffer: TunnelSniffer) -> None:
+            self._on_tunnel("edge")
             task = asyncio.get_running_loop().create_task(
                 self._through_edge(sniffer, mapped, ex.request_id)
             )
@@ -71,6 +74,7 @@ class ConnectTunnels:
 
         def on_plain(sniffer: TunnelSniffer) -> None:
             assert sniffer.client is not None
+            self._on_tunnel("served")
             transport = VirtualTransport(
                 sniffer.client, {"peername": (ex.client_ip, ex.client_port)}
             )
@@ -131,6 +135,7 @@ class ConnectTunnels:
         h = ex.head
         dialer = EndpointDialer(h.host, h.port, h.authority, self._connect_timeout)
         _, raw = await dialer.open(lambda: RawTunnel(sweeper=self._sweeper))
+        self._on_tunnel("direct")
         ex.route = "direct"
         ex.backend = h.authority
         self._established(ex)

@@ -25,6 +25,7 @@ from kedge.core.deadlines import DeadlineSweeper
 from kedge.core.errors import ConfigError
 from kedge.core.http.exchange import Exchange
 from kedge.core.http.headers import RequestIdGenerator
+from kedge.core.metrics import MetricsRegistry
 from kedge.edge.auth.policy import Verdict
 from kedge.edge.auth.runtime import AuthRuntime
 from kedge.edge.balancing.load import LoadBook
@@ -43,7 +44,6 @@ from kedge.edge.listeners import ClientListeners
 from kedge.edge.observability.access_log import AccessLog
 from kedge.edge.observability.admin import AdminServer, make_admin_app, start_admin
 from kedge.edge.observability.edge_metrics import EdgeMetrics
-from kedge.edge.observability.metrics import MetricsRegistry
 from kedge.edge.observability.status import discovery_status, edge_status
 from kedge.edge.routing.table import RouteTable
 from kedge.edge.state import EdgeState

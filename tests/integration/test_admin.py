@@ -12,10 +12,10 @@ import aiohttp
 import orjson
 import pytest
 
+from kedge.core.metrics import MetricsRegistry
 from kedge.edge.config import Address
 from kedge.edge.observability.admin import AdminServer, make_admin_app, start_admin
 from kedge.edge.observability.edge_metrics import EdgeMetrics
-from kedge.edge.observability.metrics import MetricsRegistry
 
 TIMEOUT = aiohttp.ClientTimeout(total=5)
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"

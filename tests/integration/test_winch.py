@@ -718,3 +718,27 @@ async def test_websocket_refused_by_the_edge_is_passed_on(world: World) -> None:
     response = info.value.response
     assert response.status_code == 401
     assert response.headers["X-Kedge-Error-Type"] == "unauthenticated"
+
+
+async def test_metrics_count_requests_errors_and_tunnels(world: World) -> None:
+    async with running_winch(world.winch_yaml()) as w:
+        env = {
+            "http_proxy": f"http://127.0.0.1:{w.port}",
+            "https_proxy": f"http://127.0.0.1:{w.port}",
+        }
+        await curl("-o", "/dev/null", "http://m.ns.cluster-a.internal/", env=env)
+        await curl("-o", "/dev/null", "http://unmapped.test/", env=env)
+        await curl(
+            "-o", "/dev/null", "--cacert", str(world.dir / "ca.pem"),
+            f"https://web.cluster-a.internal:{world.tls_port}/m", env=env,
+        )  # fmt: skip
+        out = await curl("-i", f"http://127.0.0.1:{w.port}/metrics")
+    assert out.startswith("HTTP/1.1 200")
+    assert "content-type: text/plain; version=0.0.4" in out.lower()
+    # The plain request and the CONNECT (answered 200, then a tunnel) both count.
+    assert 'winch_requests_total{route="cluster-a",code="200"} 2' in out
+    assert 'winch_requests_total{route="-",code="403"} 1' in out
+    assert 'winch_errors_total{kind="unmapped-host"} 1' in out
+    assert 'winch_tunnels_total{path="edge"} 1' in out
+    assert 'winch_config_reloads_total{result="failure"} 0' in out
+    assert "winch_request_duration_seconds_bucket" in out

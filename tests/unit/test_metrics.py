@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kedge.core.errors import all_error_kinds
+from kedge.core.metrics import DURATION_BUCKETS, MetricsRegistry
 from kedge.edge.observability.edge_metrics import EdgeMetrics
-from kedge.edge.observability.metrics import DURATION_BUCKETS, MetricsRegistry
 
 # A sample line of the text format: name, optional {labels}, one space, value.
 _SAMPLE_RE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)\Z")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from kedge.core.metrics import MetricsRegistry
 from kedge.edge.balancing.endpoint_health import EndpointHealth, HealthHooks, panicking, usable
 from kedge.edge.balancing.outlier import Outcome, OutlierDetector, ejection_time
 from kedge.edge.config import Address, HealthCheckConfig, OutlierDetectionConfig, TcpHealthCheck
 from kedge.edge.discovery.model import Endpoint
 from kedge.edge.observability.edge_metrics import EdgeMetrics
-from kedge.edge.observability.metrics import MetricsRegistry
 
 S, E, G = Outcome.SUCCESS, Outcome.SERVER_ERROR, Outcome.GATEWAY_FAILURE
 KEYS = [f"10.0.0.{i}:80" for i in range(1, 11)]

@@ -12,8 +12,8 @@ from collections.abc import Callable
 import orjson
 from aiohttp import web
 
+from kedge.core.metrics import EXPOSITION_CONTENT_TYPE
 from kedge.edge.config import Address
-from kedge.edge.observability.metrics import EXPOSITION_CONTENT_TYPE
 
 __all__ = ["AdminServer", "make_admin_app", "start_admin"]
 

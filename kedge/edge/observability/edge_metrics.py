@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from kedge.core.errors import all_error_kinds
+from kedge.core.metrics import DURATION_BUCKETS, MetricsRegistry
 from kedge.edge.balancing.endpoint_health import HealthHooks
-from kedge.edge.observability.metrics import DURATION_BUCKETS, MetricsRegistry
 
 __all__ = ["EdgeMetrics"]
 

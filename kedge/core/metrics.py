@@ -1,4 +1,4 @@
-"""Metrics: a small per-instance Prometheus registry and the edge's own metric set.
+"""Metrics: a small per-instance Prometheus registry (the edge's and winch's metric sets use it).
 
 Why not prometheus_client: it takes a lock on every increment and registers into a
 process-global registry at import time. The edge runs one event loop per process, so a
@@ -40,7 +40,7 @@ DURATION_BUCKETS: tuple[float, ...] = (
     0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
 
-_NAME_RE = re.compile(r"kedge_[a-z0-9_]*[a-z0-9]\Z")
+_NAME_RE = re.compile(r"(?:kedge|winch)_[a-z0-9_]*[a-z0-9]\Z")  # the two programs' prefixes
 _LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 # Prometheus convention: base units only. Any of these tokens means a non-base time unit.
 _FOREIGN_TIME_UNITS = frozenset(
@@ -77,7 +77,10 @@ def _format_value(value: float) -> str:
 
 def _check_name(name: str, kind: str) -> None:
     if not _NAME_RE.match(name):
-        raise ValueError(f"metric name {name!r} must match kedge_[a-z0-9_]* (lower snake case)")
+        raise ValueError(
+            f"metric name {name!r} must match kedge_[a-z0-9_]* or winch_[a-z0-9_]* "
+            "(lower snake case)"
+        )
     tokens = set(name.split("_"))
     if tokens & _FOREIGN_TIME_UNITS:
         raise ValueError(f"metric name {name!r}: durations are in seconds (use _seconds)")
