@@ -48,7 +48,7 @@ from winch.forward import EdgeForwarder
 from winch.guard import Verdict, admit
 from winch.local import LocalPages
 from winch.metrics import WinchMetrics
-from winch.peer_uid import Unknown, peer_uid
+from winch.peer_uid import Unknown, peer_uid, proc_uid
 from winch.tunnel import VirtualTransport
 
 __all__ = ["WinchApp"]
@@ -148,7 +148,9 @@ class WinchApp:
         self.connections: set[Connection] = set()
         self._server: asyncio.Server | None = None
         self._retired: list[Live] = []
-        self._other_users: set[tuple[str, int]] = set()  # connections of other local users
+        # Per loopback connection: whether its peer runs as winch's user (a future while
+        # /proc/net/tcp is being read).
+        self._owners: dict[tuple[str, int], bool | asyncio.Future[bool]] = {}
         self._uid_warned = False
         self._tasks: list[asyncio.Task[None]] = []
         self._watcher = (
@@ -236,12 +238,12 @@ class WinchApp:
                 conn.reject()  # hardening X10: a page opening connections in a loop
                 return
             self.connections.add(conn)
-            if self.config.same_user_only and not self._is_own_user(conn):
-                self._other_users.add((conn.client_ip, conn.client_port))
+            if self.config.same_user_only:
+                self._check_user(conn)
 
         def on_close(conn: Connection) -> None:
             self.connections.discard(conn)
-            self._other_users.discard((conn.client_ip, conn.client_port))
+            self._owners.pop((conn.client_ip, conn.client_port), None)
 
         def switch_to_h2(transport: asyncio.Transport, data: bytes) -> None:
             conn = H2ServerConnection(
@@ -282,31 +284,45 @@ class WinchApp:
             self._tasks.append(loop.create_task(self._watcher.run(), name="winch-config-watch"))
         log.info("winch listening on %s (%d routes)", self.proxy_address, len(c.dialer.routes))
 
-    def _is_own_user(self, conn: Connection) -> bool:
-        """Whether a loopback peer runs as winch's user (remote peers: see secret_file)."""
+    def _check_user(self, conn: Connection) -> None:
+        """Start telling whether a loopback peer runs as winch's user (remote peers: see
+        secret_file); the answer waits in `_owners` for the connection's requests."""
         transport = conn.transport
         local = transport.get_extra_info("sockname") if transport is not None else None
         if local is None or not is_loopback_host(conn.client_ip):
-            return True
+            return
+        key = (conn.client_ip, conn.client_port)
+        server = (str(local[0]), int(local[1]))
         try:
-            uid = peer_uid((conn.client_ip, conn.client_port), (local[0], local[1]))
+            self._owners[key] = self._is_own(key, peer_uid(key, server))
+        except Unknown:
+            # No sock_diag: /proc/net/tcp, whose read can take milliseconds, off the loop.
+            loop = asyncio.get_running_loop()
+            self._owners[key] = loop.run_in_executor(None, self._proc_check, key, server)
+
+    def _proc_check(self, key: tuple[str, int], server: tuple[str, int]) -> bool:
+        try:
+            return self._is_own(key, proc_uid(key, server))
         except Unknown as exc:
             if not self._uid_warned:
                 log.warning("cannot tell which user opens connections (%s): not checked", exc)
                 self._uid_warned = True
             return True
-        if uid != os.getuid():
-            log.warning(
-                "refusing a connection from %s:%d opened by uid %s (winch runs as uid %d)",
-                conn.client_ip, conn.client_port, uid, os.getuid(),
-            )  # fmt: skip
-            return False
-        return True
+
+    def _is_own(self, key: tuple[str, int], uid: int | None) -> bool:
+        if uid == os.getuid():
+            return True
+        log.warning(
+            "refusing a connection from %s:%d opened by uid %s (winch runs as uid %d)",
+            key[0], key[1], uid, os.getuid(),
+        )  # fmt: skip
+        return False
 
     async def _dispatch(self, ex: Exchange) -> None:
         live = self.live  # one config for the whole request, even across a reload
         head = ex.head
-        if (ex.client_ip, ex.client_port) in self._other_users:
+        owner = self._owners.get((ex.client_ip, ex.client_port), True)
+        if not (owner if isinstance(owner, bool) else await owner):
             raise OtherUser(
                 "refused: this winch attaches its user's credentials, and this connection "
                 "comes from another local user (run your own winch)"

@@ -38,6 +38,7 @@ from tests.support.oidc_provider import OidcAccount, OidcClient, OidcProvider
 from tests.support.raw_client import raw_connection
 from tests.support.winch import running_winch
 from winch.config import parse_winch_config_text
+from winch.peer_uid import Unknown
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -673,9 +674,19 @@ def _curl_as(uid: int, url: str) -> str:
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="switching users needs root (CI runs as root)")
-async def test_other_local_users_are_refused(world: World) -> None:
+@pytest.mark.parametrize("lookup", ["sock_diag", "proc"])
+async def test_other_local_users_are_refused(
+    world: World, lookup: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Hardening X3: 127.0.0.1 is open to every user of a shared host; winch serves only
-    the user it runs as (the kernel's /proc/net/tcp says who opened each connection)."""
+    the user it runs as (the kernel says who opened each connection: by sock_diag, or from
+    /proc/net/tcp where netlink is not available)."""
+    if lookup == "proc":
+
+        def no_netlink(*_: object) -> None:
+            raise Unknown("no netlink here")
+
+        monkeypatch.setattr("winch.app.peer_uid", no_netlink)
     nobody = 65534
     async with running_winch(world.winch_yaml()) as w:
         url = f"http://127.0.0.1:{w.port}/healthz"

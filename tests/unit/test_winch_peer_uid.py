@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 import pytest
 
-from winch.peer_uid import owner_uid, proc_address
+from winch.peer_uid import owner_uid, peer_uid, proc_address, proc_uid
 
 HEADER = (
     "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
@@ -50,3 +53,25 @@ def test_owner_uid(
     table: str, client: tuple[str, int], server: tuple[str, int], uid: int | None
 ) -> None:
     assert owner_uid(table, client, server) == uid
+
+
+def test_the_kernel_knows_the_owner_of_a_real_connection() -> None:
+    """sock_diag and /proc/net/tcp agree on a real loopback connection, IPv4 and dual-stack,
+    and both say None for a socket that does not exist."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        addr = server.getsockname()
+        with socket.socket() as v4, socket.socket(socket.AF_INET6) as v6:
+            v4.connect(addr)
+            v6.connect((f"::ffff:{addr[0]}", addr[1]))
+            accepted = [server.accept()[0] for _ in range(2)]
+            try:
+                for peer in (s.getpeername() for s in accepted):
+                    assert peer_uid(peer, addr) == os.getuid()
+                    assert proc_uid(peer, addr) == os.getuid()
+            finally:
+                for s in accepted:
+                    s.close()
+        assert peer_uid(("127.0.0.1", 1), addr) is None
+        assert proc_uid(("127.0.0.1", 1), addr) is None
