@@ -19,9 +19,9 @@ from kedge.core.errors import (
     NotImplementedByEdge,
     VersionNotSupported,
 )
-from kedge.core.http.authority import parse_absolute_form, parse_authority
+from kedge.core.http.authority import names_port, parse_absolute_form, parse_authority
 from kedge.core.http.headers import connection_tokens, is_valid_request_id
-from kedge.core.http.messages import Headers, RequestHead
+from kedge.core.http.messages import Headers, RequestHead, connect_head
 from kedge.core.http.paths import canonical_path, split_target
 
 __all__ = ["ValidRequest", "validate_request"]
@@ -55,12 +55,6 @@ def _host_header(value: bytes, default_port: int) -> tuple[str, int]:
     """parse_authority for a Host header, memoised: a pure function of two values, and an
     edge sees the same few hosts over and over. Errors are not cached (they raise)."""
     return parse_authority(value.decode("latin-1"), default_port)
-
-
-def _names_port(authority: bytes) -> bool:
-    """Whether a validated authority names a port: `h:80` yes; `h`, `h:`, `[::1]` no."""
-    colon = authority.rfind(b":")
-    return colon > authority.rfind(b"]") and colon < len(authority) - 1
 
 
 def validate_request(
@@ -136,13 +130,13 @@ def validate_request(
                 raise BadRequest("Host header does not match the absolute-form target")
         elif version == "1.1":
             raise BadRequest("missing Host header")
-        explicit_port = _names_port(authority.encode("latin-1"))
+        explicit_port = names_port(authority.encode("latin-1"))
         raw_path, query = split_target(path_and_query.encode("latin-1"))
     else:
         if not host_values:
             raise BadRequest("missing Host header")
         host, port = _host_header(host_values[0], 443 if scheme == "https" else 80)
-        explicit_port = _names_port(host_values[0])
+        explicit_port = names_port(host_values[0])
         raw_path, query = split_target(target)
     path = canonical_path(raw_path)
     if version == "1.1":
@@ -208,26 +202,13 @@ def _connect_request(
     """
     if framed:
         raise BadRequest("a CONNECT request has no content: Content-Length or Transfer-Encoding")
-    if target[:1] == b"/" or not _names_port(target):
+    if target[:1] == b"/" or not names_port(target):
         raise BadRequest("a CONNECT target is host:port (RFC 9112 §3.2.3)")
     host, port = parse_authority(target.decode("latin-1"), 0)
     if host_value is not None and _host_header(host_value, port) != (host, port):
         raise BadRequest("Host header does not match the CONNECT target")
-    head = RequestHead(
-        "CONNECT",
-        target,
-        version,
-        headers,
-        scheme=scheme,
-        host=host,
-        port=port,
-        path="",  # no path: the tunnel carries whatever the client sends
-        query="",
-        absolute_form=False,
-        explicit_port=True,
-    )
     return ValidRequest(
-        head,
+        connect_head(target, version, headers, scheme=scheme, host=host, port=port),
         keep_alive=False,  # the connection becomes the tunnel, or closes after a refusal
         has_body=False,
         expect_continue=False,

@@ -15,10 +15,10 @@ import re
 from functools import lru_cache
 
 from kedge.core.errors import BadRequest, BodyTooLarge
-from kedge.core.http.authority import parse_authority
+from kedge.core.http.authority import names_port, parse_authority
 from kedge.core.http.grpc_detect import is_grpc_content_type
 from kedge.core.http.headers import is_valid_request_id
-from kedge.core.http.messages import Headers, RequestHead
+from kedge.core.http.messages import Headers, RequestHead, connect_head
 from kedge.core.http.paths import canonical_path, split_target
 
 __all__ = ["ValidH2Request", "validate_h2_request"]
@@ -40,9 +40,7 @@ class ValidH2Request:
 @lru_cache(maxsize=4096)
 def _authority(value: bytes, default_port: int) -> tuple[str, int, bool]:
     host, port = parse_authority(value.decode("latin-1"), default_port)
-    colon = value.rfind(b":")
-    explicit = colon > value.rfind(b"]") and colon < len(value) - 1
-    return host, port, explicit
+    return host, port, names_port(value)
 
 
 def _connect(
@@ -66,18 +64,7 @@ def _connect(
     host_name, port, explicit_port = _authority(authority, 0)
     if not explicit_port:
         raise BadRequest("a CONNECT :authority is host:port (RFC 9113 §8.5)")
-    head = RequestHead(
-        "CONNECT",
-        authority,
-        "2",
-        headers,
-        scheme=scheme,
-        host=host_name,
-        port=port,
-        path="",  # no path: the tunnel carries whatever the client sends
-        query="",
-        absolute_form=False,
-    )
+    head = connect_head(authority, "2", headers, scheme=scheme, host=host_name, port=port)
     return ValidH2Request(head, request_id, False)
 
 

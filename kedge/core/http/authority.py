@@ -17,7 +17,7 @@ import ipaddress
 from kedge.core.errors import BadRequest
 from kedge.core.http.paths import split_target
 
-__all__ = ["parse_absolute_form", "parse_authority"]
+__all__ = ["names_port", "parse_absolute_form", "parse_authority"]
 
 _LDH = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
 _DIGITS = frozenset("0123456789")
@@ -26,6 +26,12 @@ _IPV6_CHARS = frozenset("0123456789abcdef:.")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _MAX_NAME = 253  # RFC 1035 §2.3.4, without the trailing dot
 _MAX_LABEL = 63
+
+
+def names_port(authority: bytes) -> bool:
+    """Whether a validated authority names a port: `h:80` yes; `h`, `h:`, `[::1]` no."""
+    colon = authority.rfind(b":")
+    return colon > authority.rfind(b"]") and colon < len(authority) - 1
 
 
 def parse_authority(value: str, default_port: int) -> tuple[str, int]:

@@ -13,6 +13,7 @@ __all__ = [
     "Headers",
     "RequestHead",
     "ResponseHead",
+    "connect_head",
     "field_lines",
     "header_value",
     "header_values",
@@ -117,6 +118,26 @@ class RequestHead:
         return (
             f"RequestHead({self.method} {self.authority}{self.path_and_query} HTTP/{self.version})"
         )
+
+
+def connect_head(
+    target: bytes, version: str, headers: Headers, *, scheme: str, host: str, port: int
+) -> RequestHead:
+    """The head of a CONNECT (RFC 9110 §9.3.6; RFC 9113 §8.5 for HTTP/2): `target` is the
+    `host:port` it names; there is no path, the tunnel carries whatever the client sends."""
+    return RequestHead(
+        "CONNECT",
+        target,
+        version,
+        headers,
+        scheme=scheme,
+        host=host,
+        port=port,
+        path="",
+        query="",
+        absolute_form=False,
+        explicit_port=True,
+    )
 
 
 class ResponseHead:
