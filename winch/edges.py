@@ -9,7 +9,6 @@ its own, so one identity's connection never carries another's requests.
 
 from __future__ import annotations
 
-import hashlib
 import ssl
 
 from kedge.core.deadlines import DeadlineSweeper
@@ -17,7 +16,7 @@ from kedge.core.net.dial import EndpointDialer
 from kedge.core.net.h2_pool import H2EndpointPool
 from kedge.core.net.pool_config import PoolConfig
 from kedge.dialer.credentials import ClientCertificate
-from kedge.dialer.edge_tls import edge_ssl_context
+from kedge.dialer.edge_tls import EdgeSslContexts, cert_identity
 from kedge.dialer.mapping import EdgeTarget
 
 __all__ = ["EdgeConnections"]
@@ -35,14 +34,15 @@ class EdgeConnections:
         self._connect_timeout = connect_timeout
         self._pool_config = pool or PoolConfig(idle_timeout=120.0)
         self._pools: dict[tuple[EdgeTarget, bytes], H2EndpointPool] = {}
+        # A WebSocket upgrade dials per request: its TLS context is built once, not each time.
+        self._contexts = EdgeSslContexts()
 
     @property
     def sweeper(self) -> DeadlineSweeper:
         return self._sweeper
 
     def pool(self, edge: EdgeTarget, client_cert: ClientCertificate | None) -> H2EndpointPool:
-        identity = hashlib.sha256(client_cert.cert_pem).digest() if client_cert else b""
-        key = (edge, identity)
+        key = (edge, cert_identity(client_cert))
         pool = self._pools.get(key)
         if pool is None:
             pool = H2EndpointPool(self.dialer(edge, client_cert), self._pool_config, self._sweeper)
@@ -57,7 +57,7 @@ class EdgeConnections:
     ) -> EndpointDialer:
         ctx: ssl.SSLContext | None = None
         if edge.scheme == "https":
-            ctx = edge_ssl_context(edge.tls, client_cert, alpn=alpn)
+            ctx = self._contexts.get(edge.tls, client_cert, alpn)
         return EndpointDialer(
             edge.host,
             edge.port,

@@ -21,23 +21,21 @@ context per request would reload the CA bundle every time and defeat connection 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import ssl
 import tempfile
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kedge.core.errors import CredentialUnavailable
 from kedge.dialer.auth_sources import AuthSources
-from kedge.dialer.config import DialerConfig, EdgeTls, MapRoute, Unmapped
+from kedge.dialer.config import DialerConfig, MapRoute, Unmapped
 from kedge.dialer.config_parser import load_dialer_config
 from kedge.dialer.credentials import BearerToken, ClientCertificate, Clock, Credential
 from kedge.dialer.edge_relay import EdgeRelay
-from kedge.dialer.edge_tls import edge_ssl_context
+from kedge.dialer.edge_tls import EdgeSslContexts
 from kedge.dialer.errors import NotMapped
 from kedge.dialer.mapping import EdgeTarget, Mapped, Mapper
 
@@ -56,10 +54,6 @@ Headers = tuple[tuple[str, str], ...]
 # http2=True either. The edge's TLS listener offers both.
 HTTP1_ALPN: tuple[str, ...] = ("http/1.1",)
 H2_ALPN: tuple[str, ...] = ("h2", "http/1.1")
-
-# Contexts kept per Dialer: one per edge TLS block, identity and ALPN in practice; the bound
-# only matters when a certificate source rotates its certificate many times.
-_MAX_CONTEXTS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +110,6 @@ def credential_headers(
     return tuple(headers), client_cert
 
 
-def _identity(client_cert: ClientCertificate | None) -> bytes:
-    return hashlib.sha256(client_cert.cert_pem).digest() if client_cert is not None else b""
-
-
 class Dialer:
     """Mapping, auth sources and edge TLS contexts of one config; `aclose()` when done."""
 
@@ -141,9 +131,7 @@ class Dialer:
             open_browser=open_browser,
             clock=clock,
         )
-        self._contexts: OrderedDict[tuple[EdgeTls, bytes, tuple[str, ...]], ssl.SSLContext] = (
-            OrderedDict()
-        )
+        self._contexts = EdgeSslContexts()
         self._relays: dict[tuple[EdgeTarget, str | None], EdgeRelay] = {}
         self._relay_dir: str | None = None
 
@@ -204,16 +192,7 @@ class Dialer:
         """The cached TLS context for an edge (None for an `http://` edge)."""
         if edge.scheme != "https":
             return None
-        key = (edge.tls, _identity(client_cert), alpn)
-        ctx = self._contexts.get(key)
-        if ctx is not None:
-            self._contexts.move_to_end(key)
-            return ctx
-        ctx = edge_ssl_context(edge.tls, client_cert, alpn=alpn)
-        self._contexts[key] = ctx
-        while len(self._contexts) > _MAX_CONTEXTS:
-            self._contexts.popitem(last=False)
-        return ctx
+        return self._contexts.get(edge.tls, client_cert, alpn)
 
     def relay(self, mapped: Mapped) -> EdgeRelay:
         """The private Unix-socket relay to this route's edge, started on first use (gRPC
