@@ -110,20 +110,26 @@ class WinchApp:
         self,
         config: WinchConfig,
         *,
+        listen: tuple[str, int] | None = None,
+        debug: bool = False,
         config_path: str | None = None,
         watch_interval: float = 0.0,
         open_browser: Callable[[str], None] | None = None,
     ) -> None:
+        """`config` is the file's; `listen` and `debug` are the command line's overrides,
+        which every reloaded config keeps."""
         self.config_path = config_path
-        # The file's own `winch.listen` (a command-line --listen may differ): a reload warns
-        # when the file's changes, since the listener is bound once.
-        self._listen = _file_listen(config_path) if config_path is not None else None
+        # The file's own `winch.listen`: a reload warns when it changes, since the listener
+        # is bound once.
+        self._file_listen = (config.listen_host, config.listen_port)
+        self._listen = listen or self._file_listen
+        self._debug = debug
         self._open_browser = open_browser
         self.sweeper = DeadlineSweeper()
         self.metrics = WinchMetrics(MetricsRegistry())
         self.edges = EdgeConnections(self.sweeper, connect_timeout=config.connect_timeout)
         self.port = 0
-        self.live = self._build(config)
+        self.live = self._build(self._effective(config))
         self.request_ids = RequestIdGenerator(prefix=f"winch-{os.urandom(4).hex()}")
         self.handler: Handler = compose([AccessLine(self.metrics), ErrorBoundary()], self._dispatch)
         self.tunnels = ConnectTunnels(
@@ -167,6 +173,13 @@ class WinchApp:
     def proxy_address(self) -> str:
         return f"{self.config.listen_host}:{self.port}"
 
+    def _effective(self, config: WinchConfig) -> WinchConfig:
+        """A file's config with the command line's overrides."""
+        host, port = self._listen
+        return replace(
+            config, listen_host=host, listen_port=port, debug=config.debug or self._debug
+        )
+
     def _build(self, config: WinchConfig) -> Live:
         """What `config` builds; reads the secret file (ConfigError if it is unsafe)."""
         sources = AuthSources(
@@ -196,13 +209,10 @@ class WinchApp:
         try:
             config = load_winch_config(self.config_path)
             listen = (config.listen_host, config.listen_port)
-            if self._listen is not None and listen != self._listen:
+            if listen != self._file_listen:
                 log.warning("winch.listen changes take effect after a restart")
-            self._listen = listen
-            config = replace(
-                config, listen_host=old.config.listen_host, listen_port=old.config.listen_port
-            )
-            live = self._build(config)
+                self._file_listen = listen
+            live = self._build(self._effective(config))
         except (ConfigError, OSError) as exc:
             log.error("config reload failed (%s); keeping the old config: %s", why, exc)
             self.metrics.config_reloads.labels("failure").inc()
@@ -406,14 +416,6 @@ class WinchApp:
         for live in (*self._retired, self.live):
             await live.sources.aclose()
         await self.sweeper.aclose()
-
-
-def _file_listen(path: str) -> tuple[str, int] | None:
-    try:
-        config = load_winch_config(path)
-    except (ConfigError, OSError):
-        return None
-    return config.listen_host, config.listen_port
 
 
 def _user() -> str:

@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import replace
 
 from kedge.core.errors import ConfigError, KedgeError
 from kedge.dialer.auth_sources import AuthSources
@@ -54,26 +53,33 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _configured(args: argparse.Namespace) -> WinchConfig:
+def _configured(args: argparse.Namespace) -> tuple[WinchConfig, tuple[str, int]]:
+    """The file's config, and the address to listen on (the file's, or --listen)."""
     config = load_winch_config(os.path.expanduser(args.config))
-    if args.listen:
-        host, _, port = args.listen.rpartition(":")
-        host = host.strip("[]") or "127.0.0.1"
-        if not is_loopback_host(host) and not (args.force_bind or config.allow_non_loopback):
-            raise ConfigError(
-                "--listen",
-                "",
-                f"{host} is not a loopback address",
-                "add --force-bind if you mean it",
-            )
-        config = replace(config, listen_host=host, listen_port=int(port))
-    if args.debug:
-        config = replace(config, debug=True)
-    return config
+    if not args.listen:
+        return config, (config.listen_host, config.listen_port)
+    host, _, port = args.listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not is_loopback_host(host) and not (args.force_bind or config.allow_non_loopback):
+        raise ConfigError(
+            "--listen",
+            "",
+            f"{host} is not a loopback address",
+            "add --force-bind if you mean it",
+        )
+    return config, (host, int(port))
 
 
-async def _serve(config: WinchConfig, path: str, watch_interval: float) -> None:
-    app = WinchApp(config, config_path=path, watch_interval=watch_interval)
+async def _serve(
+    config: WinchConfig, listen: tuple[str, int], path: str, args: argparse.Namespace
+) -> None:
+    app = WinchApp(
+        config,
+        listen=listen,
+        debug=args.debug,
+        config_path=path,
+        watch_interval=args.watch_interval,
+    )
     await app.start()
     print(f"winch: listening on http://{app.proxy_address}", file=sys.stderr, flush=True)
     print(
@@ -122,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        config = _configured(args)
+        config, listen = _configured(args)
     except ConfigError as exc:
         print(f"winch: {exc}", file=sys.stderr)
         return 2
@@ -133,15 +139,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"winch: {args.config}: OK ({len(config.dialer.routes)} routes)")
         return 0
     if args.print_pac:
-        print(render_pac(config.dialer, f"{config.listen_host}:{config.listen_port}"), end="")
+        print(render_pac(config.dialer, f"{listen[0]}:{listen[1]}"), end="")
         return 0
     if args.login:
         return asyncio.run(_login(config, args.login))
     try:
-        asyncio.run(_serve(config, os.path.expanduser(args.config), args.watch_interval))
+        asyncio.run(_serve(config, listen, os.path.expanduser(args.config), args))
     except OSError as exc:
         print(
-            f"winch: cannot listen on {config.listen_host}:{config.listen_port}: "
+            f"winch: cannot listen on {listen[0]}:{listen[1]}: "
             f"{exc.strerror or exc} (is another winch running? pick another port with --listen)",
             file=sys.stderr,
         )

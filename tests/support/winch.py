@@ -10,7 +10,6 @@ import os
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import replace
 
 from winch.app import WinchApp
 from winch.config import load_winch_config
@@ -38,9 +37,12 @@ async def running_winch(
             if base_dir is not None:
                 os.unlink(path)
             raise
-        config = replace(config, listen_host="127.0.0.1", listen_port=0)
         app = WinchApp(
-            config, config_path=path, watch_interval=watch_interval, open_browser=open_browser
+            config,
+            listen=("127.0.0.1", 0),
+            config_path=path,
+            watch_interval=watch_interval,
+            open_browser=open_browser,
         )
         await app.start()
         try:
