@@ -15,12 +15,15 @@ import aiohttp
 from kedge.core.errors import UpstreamConnectError, UpstreamProtocolError, UpstreamTimeout
 from kedge.core.http.body import BodyStream
 from kedge.core.http.exchange import Exchange
-from kedge.core.http.headers import HOP_BY_HOP, connection_tokens, forward_response_headers
+from kedge.core.http.headers import forward_response_headers
 from kedge.core.http.messages import Headers, ResponseHead
+from winch.request_fields import client_fields
 
 __all__ = ["DirectForwarder"]
 
-_NOT_SENT = HOP_BY_HOP | {b"host", b"content-length", b"x-kedge-debug"}
+# Besides what winch never passes on: aiohttp frames the body itself, and the edge debug tag
+# means nothing to a name no edge serves.
+_NOT_SENT = frozenset({b"content-length", b"x-kedge-debug"})
 
 
 async def _chunks(body: BodyStream) -> AsyncIterator[bytes]:
@@ -53,9 +56,10 @@ class DirectForwarder:
             raise UpstreamProtocolError(f"winch sends only http:// directly, not {h.scheme}://")
         ex.route = "direct"
         ex.backend = h.authority
-        drop = _NOT_SENT | connection_tokens(h.headers)
         headers = [
-            (n.decode("latin-1"), v.decode("latin-1")) for n, v in h.headers if n not in drop
+            (n.decode("latin-1"), v.decode("latin-1"))
+            for n, v in client_fields(h, drop_authorization=False)
+            if n not in _NOT_SENT
         ]
         headers.append(("Host", h.authority))
         headers.append(("X-Request-Id", ex.request_id.decode("latin-1")))
