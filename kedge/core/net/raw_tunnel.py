@@ -38,8 +38,9 @@ class RawTunnel(asyncio.Protocol):
 
     Open it with `create_connection(lambda: RawTunnel(...))`, hand it to the client's
     `start_tunnel` (it is the TunnelEnd the client side writes into), then `attach` the end
-    that call returns. Nothing is read from the endpoint before `attach`, so bytes a
-    speaks-first server sends wait in the kernel until the client's 200 is out.
+    that call returns. Reading is paused until `attach`, so bytes a speaks-first server
+    sends wait (in the kernel, or here if the transport had already read them) until the
+    client's 200 is out.
     """
 
     def __init__(
@@ -60,6 +61,7 @@ class RawTunnel(asyncio.Protocol):
         self._eof_up = False  # the client finished sending
         self._eof_down = False  # the endpoint finished sending
         self.idle_expired = False
+        self._early = b""  # bytes delivered before `attach`
         self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # -- endpoint side (asyncio.Protocol) ---------------------------------------------
@@ -79,6 +81,9 @@ class RawTunnel(asyncio.Protocol):
         if self._idle > 0 and self._sweeper is not None:
             self.deadline = self.last_activity + self._idle
             self._sweeper.add(self)
+        if self._early:
+            early, self._early = self._early, b""
+            peer.tunnel_write(early)
         t.resume_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -86,6 +91,10 @@ class RawTunnel(asyncio.Protocol):
         self.last_activity = self._clock()
         if self._peer is not None:
             self._peer.tunnel_write(data)
+        else:
+            # Reading is paused until `attach`, but a transport may deliver what it had
+            # already read (uvloop does, for a connection it has just accepted): keep it.
+            self._early += data
 
     def eof_received(self) -> bool | None:
         self._eof_down = True
