@@ -25,6 +25,8 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from kedge.core.errors import KedgeError
+from kedge.core.net.dial import dial
+from kedge.core.net.raw_tunnel import RawTunnel
 from kedge.dialer.mapping import EdgeTarget
 
 __all__ = ["EdgeRelay"]
@@ -34,21 +36,18 @@ log = logging.getLogger("kedge.dialer")
 # The TLS context (and SNI name) for one new connection to the edge.
 ContextFor = Callable[[], Awaitable[ssl.SSLContext]]
 
-_CHUNK = 65536
 
+class _Accepted(RawTunnel):
+    """The channel's end of one relayed connection; on accept it asks the relay for the
+    edge's end (nothing is read from the channel until the two are spliced)."""
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy until EOF, with backpressure (drain), then pass the half-close on."""
-    try:
-        while data := await reader.read(_CHUNK):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-        else:
-            writer.close()
-    except (ConnectionError, OSError):
-        writer.close()
+    def __init__(self, relay: EdgeRelay) -> None:
+        super().__init__()
+        self._relay = relay
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._relay.accepted(self)
 
 
 class EdgeRelay:
@@ -68,6 +67,7 @@ class EdgeRelay:
         self._connect_timeout = connect_timeout
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._channels: set[_Accepted] = set()
         self.last_error: str | None = None  # why the last connection to the edge failed
 
     def start(self) -> None:
@@ -86,38 +86,50 @@ class EdgeRelay:
         task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, sock: socket.socket) -> None:
-        self._server = await asyncio.start_unix_server(self._relay, sock=sock)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _Accepted(self), sock=sock)
 
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    def accepted(self, channel: _Accepted) -> None:
+        self._channels.add(channel)
+        task = asyncio.get_running_loop().create_task(self._connect(channel))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, channel: _Accepted) -> None:
+        """Dial the edge over TLS and splice it with the channel's connection (two raw
+        tunnel ends, as the edge splices a CONNECT)."""
         edge = self._edge
         try:
             ctx = await self._context_for()
-            async with asyncio.timeout(self._connect_timeout):
-                up_reader, up_writer = await asyncio.open_connection(
-                    edge.host, edge.port, ssl=ctx, server_hostname=self._server_name
-                )
-        except (OSError, TimeoutError, KedgeError) as exc:
+            _, upstream = await dial(
+                RawTunnel,
+                edge.host,
+                edge.port,
+                key=edge.key,
+                connect_timeout=self._connect_timeout,
+                ssl_context=ctx,
+                server_hostname=self._server_name,
+            )
+        except (KedgeError, OSError) as exc:
             reason = exc.reason if isinstance(exc, KedgeError) else (str(exc) or type(exc).__name__)
             # grpcio sees the socket close and fails the call UNAVAILABLE at once (an HTTP/2
             # GOAWAY with the reason was tried: grpcio logs it but retries the connection,
             # so callers saw DEADLINE_EXCEEDED instead); the reason is in this log line.
             log.warning("dialer: cannot reach the edge %s: %s", edge.key, reason)
-            writer.close()
             self.last_error = reason
+            self._channels.discard(channel)
+            channel.close()
             return
-        try:
-            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
-        finally:
-            for w in (writer, up_writer):
-                w.close()
+        channel.attach(upstream)
+        upstream.attach(channel)
+        await channel.wait_closed()
+        self._channels.discard(channel)
 
     async def aclose(self) -> None:
         if self._server is not None:
             self._server.close()
+        for channel in list(self._channels):
+            channel.abort()  # its edge connection closes with it
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
