@@ -225,3 +225,15 @@ async def test_idle_deadline_moves_with_traffic_and_then_aborts() -> None:
     tunnel.on_deadline()
     assert transport.aborted and tunnel.idle_expired
     await asyncio.sleep(0)
+
+
+async def test_bytes_delivered_before_attach_reach_the_peer_first() -> None:
+    """A transport may hand over bytes it had already read although reading was paused
+    (uvloop does for a just-accepted connection): they are kept and go first on attach."""
+    tunnel = RawTunnel()
+    tunnel.connection_made(FakeTransport())  # type: ignore[arg-type]
+    tunnel.data_received(b"PRI * HTTP/2.0")
+    peer = FakePeer()
+    tunnel.attach(peer)
+    tunnel.data_received(b" more")
+    assert bytes(peer.written) == b"PRI * HTTP/2.0 more"
